@@ -1,0 +1,245 @@
+"""The running server: proxy listener, admin listener, reload and drain.
+
+``create_app(settings)`` builds a :class:`Signet` that tests start in-process
+on port 0; ``signet serve`` wraps it with signal handling (``proxy.cli``).
+The proxy listener uses aiohttp's low-level ``web.Server`` (no router, no
+middlewares, no access log: Signet writes its own line), the admin listener a
+plain ``web.Application``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+
+from proxy.clock import SYSTEM_CLOCK, Clock
+from proxy.config import Settings, load_config
+from proxy.errors import ConfigError
+from proxy.forward import ProxyHandler
+from proxy.log import REDACTOR, get_logger
+from proxy.metrics import Metrics
+from proxy.runtime import Runtime
+
+log = get_logger("signet")
+
+
+class Signet:
+    """One proxy instance: its listeners, its current runtime, its lifecycle."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        clock: Clock = SYSTEM_CLOCK,
+        metrics: Metrics | None = None,
+        config_path: str | None = None,
+        reuse_port: bool = False,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.metrics = metrics or Metrics()
+        self.config_path = config_path
+        self.reuse_port = reuse_port
+        self.ready = False
+        self.draining = False
+        self.runtime: Runtime | None = None
+        self.handler: ProxyHandler | None = None
+        self._proxy_runner: web.ServerRunner | None = None
+        self._admin_runner: web.AppRunner | None = None
+        self._retiring: set[asyncio.Task[None]] = set()
+        self._reload_lock = asyncio.Lock()
+        self.proxy_address: tuple[str, int] = ("", 0)
+        self.admin_address: tuple[str, int] = ("", 0)
+
+    # --------------------------------------------------------------- start
+
+    async def start(self) -> None:
+        runtime = Runtime(self.settings, metrics=self.metrics, clock=self.clock)
+        await runtime.start()
+        self.runtime = runtime
+        REDACTOR.set_values(runtime.secret_values())
+        limits = self.settings.limits
+        self.handler = ProxyHandler(
+            runtime, self.metrics, body_read_timeout=limits.body_read_timeout
+        )
+        server = web.Server(
+            self.handler,
+            handler_cancellation=True,  # a client that leaves cancels its upstream request
+            access_log=None,
+            max_line_size=limits.max_url_length,
+            max_field_size=limits.max_header_bytes,
+            max_headers=limits.max_headers,
+            keepalive_timeout=limits.keepalive_timeout,
+        )
+        self._proxy_runner = web.ServerRunner(
+            server, shutdown_timeout=self.settings.shutdown_grace, handle_signals=False
+        )
+        await self._proxy_runner.setup()
+        host, port = self.settings.listen
+        site = web.TCPSite(
+            self._proxy_runner, host, port, reuse_port=self.reuse_port or None, backlog=1024
+        )
+        await site.start()
+        self.proxy_address = _bound(site)
+
+        admin = web.Application()
+        admin.router.add_get("/healthz", self._healthz)
+        admin.router.add_get("/readyz", self._readyz)
+        admin.router.add_get("/metrics", self._metrics)
+        self._admin_runner = web.AppRunner(admin, access_log=None, handle_signals=False)
+        await self._admin_runner.setup()
+        ahost, aport = self.settings.admin_listen
+        admin_site = web.TCPSite(
+            self._admin_runner, ahost, aport, reuse_port=self.reuse_port or None
+        )
+        await admin_site.start()
+        self.admin_address = _bound(admin_site)
+        self.ready = True
+        log.info(
+            "listening",
+            proxy=f"{self.proxy_address[0]}:{self.proxy_address[1]}",
+            admin=f"{self.admin_address[0]}:{self.admin_address[1]}",
+            routes=[r.name for r in self.settings.routes],
+            pid=os.getpid(),
+        )
+
+    @property
+    def proxy_url(self) -> str:
+        host, port = self.proxy_address
+        return f"http://{_url_host(host)}:{port}"
+
+    @property
+    def admin_url(self) -> str:
+        host, port = self.admin_address
+        return f"http://{_url_host(host)}:{port}"
+
+    # -------------------------------------------------------------- admin
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def _readyz(self, request: web.Request) -> web.Response:
+        if self.ready and not self.draining:
+            return web.json_response({"status": "ready", "routes": len(self.settings.routes)})
+        return web.json_response(
+            {"status": "draining" if self.draining else "starting"}, status=503
+        )
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        return web.Response(
+            body=self.metrics.render(),
+            headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
+        )
+
+    # ------------------------------------------------------------- reload
+
+    async def reload(self, load: Callable[[], Settings] | None = None) -> bool:
+        """Load the config again and swap it in; keep the old one if the new is bad."""
+        async with self._reload_lock:
+            try:
+                if load is not None:
+                    settings = load()
+                elif self.config_path:
+                    settings = load_config(self.config_path)
+                else:
+                    raise ConfigError([], "no config path to reload from")
+            except ConfigError as exc:
+                self.metrics.config_reloads.labels("error").inc()
+                log.error(
+                    "reload_failed",
+                    message="new config rejected; still serving the previous one",
+                    problems=[str(p) for p in exc.problems],
+                )
+                return False
+            if (
+                settings.listen != self.settings.listen
+                or settings.admin_listen != self.settings.admin_listen
+            ):
+                log.warning(
+                    "reload_listen_ignored",
+                    message="listen/admin_listen changes need a restart; addresses kept",
+                )
+            new = Runtime(settings, metrics=self.metrics, clock=self.clock)
+            try:
+                await new.start()
+            except Exception as exc:
+                self.metrics.config_reloads.labels("error").inc()
+                log.error(
+                    "reload_failed", message=f"could not start new config: {type(exc).__name__}"
+                )
+                return False
+            old = self.runtime
+            REDACTOR.set_values(new.secret_values() | (old.secret_values() if old else set()))
+            self.runtime = new
+            self.settings = settings
+            assert self.handler is not None
+            self.handler.runtime = new
+            self.metrics.config_reloads.labels("ok").inc()
+            log.info("reloaded", routes=[r.name for r in settings.routes], source=settings.source)
+            if old is not None:
+                task = asyncio.create_task(self._retire(old))
+                self._retiring.add(task)
+                task.add_done_callback(self._retiring.discard)
+            return True
+
+    async def _retire(self, old: Runtime) -> None:
+        """Close a replaced runtime once its last request is done."""
+        longest = max((r.timeout.read + r.timeout.connect for r in old.settings.routes), default=60)
+        await old.wait_idle(longest + self.settings.shutdown_grace)
+        await old.close()
+        REDACTOR.set_values(self.runtime.secret_values() if self.runtime else set())
+
+    # -------------------------------------------------------------- stop
+
+    async def stop(self) -> None:
+        """Drain: readyz 503, stop accepting, finish in-flight (up to shutdown_grace), close."""
+        if self.draining:
+            return
+        self.draining = True
+        log.info(
+            "draining",
+            in_flight=self.runtime.active if self.runtime else 0,
+            grace_s=self.settings.shutdown_grace,
+        )
+        if self._proxy_runner is not None:
+            await (
+                self._proxy_runner.cleanup()
+            )  # stops listening, waits for handlers up to the grace
+        for task in list(self._retiring):
+            task.cancel()
+        if self.runtime is not None:
+            await self.runtime.close()
+        if self._admin_runner is not None:
+            await self._admin_runner.cleanup()
+        log.info("stopped")
+
+    async def __aenter__(self) -> Signet:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.stop()
+
+
+def create_app(settings: Settings, **kwargs: Any) -> Signet:
+    """The factory tests and the CLI call."""
+    return Signet(settings, **kwargs)
+
+
+def _bound(site: web.TCPSite) -> tuple[str, int]:
+    server = site._server  # aiohttp exposes no public accessor for the bound socket
+    assert server is not None
+    sock: socket.socket = server.sockets[0]  # type: ignore[union-attr]
+    addr = sock.getsockname()
+    return addr[0], addr[1]
+
+
+def _url_host(host: str) -> str:
+    if host in ("0.0.0.0", "::", ""):
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host else host

@@ -1,0 +1,104 @@
+"""Every failure Signet reports, as one exception tree.
+
+Each leaf carries the HTTP status and the contract's error code, so the
+request pipeline turns any of them into the contract's JSON body and
+``X-Signet-Error`` header in one place (``proxy.forward``)::
+
+    SignetError
+    ├── ConfigError                  not an HTTP error: ``signet check`` / start-up, exit 1
+    └── RequestError                 answered to the client as JSON
+        ├── BadRequest               400 bad_request
+        ├── Forbidden                403 forbidden
+        ├── ProxyAuthRequired        407 proxy_auth_required
+        ├── NoRoute                  404 no_route
+        ├── BodyTooLarge             413 body_too_large
+        ├── Overloaded               503 overloaded
+        ├── UpstreamUnreachable      502 upstream_unreachable
+        ├── TokenError               502 token_error
+        └── UpstreamTimeout          504 upstream_timeout
+
+Messages never contain a secret: callers build them from names, statuses and
+OAuth2 error fields only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class SignetError(Exception):
+    """Root of every error Signet raises on purpose."""
+
+
+@dataclass(frozen=True)
+class ConfigProblem:
+    """One problem in a config file: where it is and what is wrong."""
+
+    location: str  # e.g. "routes[2].auth.api_secret"
+    message: str
+    line: int | None = None  # 1-based line in the YAML file, when known
+
+    def __str__(self) -> str:
+        where = self.location or "<top level>"
+        line = f" (line {self.line})" if self.line else ""
+        return f"{where}{line}: {self.message}"
+
+
+class ConfigError(SignetError):
+    """The config cannot be used; carries every problem found, not just the first."""
+
+    def __init__(self, problems: list[ConfigProblem], source: str | None = None) -> None:
+        self.problems = problems
+        self.source = source
+        head = f"{source}: " if source else ""
+        super().__init__(
+            head + f"{len(problems)} problem(s)\n" + "\n".join(f"  {p}" for p in problems)
+        )
+
+
+class RequestError(SignetError):
+    """An error answered to the client with the contract's JSON body."""
+
+    status: int = 500
+    code: str = "internal_error"
+
+    def __init__(self, message: str, *, route: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.route = route
+
+
+class BadRequest(RequestError):
+    status, code = 400, "bad_request"
+
+
+class Forbidden(RequestError):
+    status, code = 403, "forbidden"
+
+
+class NoRoute(RequestError):
+    status, code = 404, "no_route"
+
+
+class ProxyAuthRequired(RequestError):
+    status, code = 407, "proxy_auth_required"
+
+
+class BodyTooLarge(RequestError):
+    status, code = 413, "body_too_large"
+
+
+class UpstreamUnreachable(RequestError):
+    status, code = 502, "upstream_unreachable"
+
+
+class TokenError(RequestError):
+    status, code = 502, "token_error"
+
+
+class Overloaded(RequestError):
+    status, code = 503, "overloaded"
+
+
+class UpstreamTimeout(RequestError):
+    status, code = 504, "upstream_timeout"

@@ -1,0 +1,494 @@
+"""The request pipeline: check -> authenticate client -> route -> strip -> sign -> send -> stream.
+
+One :class:`ProxyHandler` serves every proxied request. It reads the current
+:class:`~proxy.runtime.Runtime` once per request, so a reload swaps routes
+atomically without touching requests already running.
+
+Byte exactness: the path and query are taken from ``request.raw_path`` and
+given to aiohttp as ``yarl.URL(..., encoded=True)``, so ``%2F`` stays ``%2F``
+and the query keeps its order; a scheme signs exactly those strings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import time
+import uuid
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict, istr
+from yarl import URL
+
+from proxy.auth import AuthResult, UpstreamRequest
+from proxy.errors import (
+    BadRequest,
+    BodyTooLarge,
+    Forbidden,
+    NoRoute,
+    Overloaded,
+    ProxyAuthRequired,
+    RequestError,
+    UpstreamTimeout,
+    UpstreamUnreachable,
+)
+from proxy.log import get_logger
+from proxy.metrics import Metrics, status_class
+from proxy.routes import check_request_target
+from proxy.runtime import RESPONSE_STRIPPED, RouteRuntime, Runtime
+
+log = get_logger("signet.request")
+
+X_REQUEST_ID = istr("X-Request-Id")
+X_SIGNET_ERROR = istr("X-Signet-Error")
+X_SIGNET_TOKEN = istr("X-Signet-Token")
+PROXY_AUTHORIZATION = istr("Proxy-Authorization")
+CONNECTION = istr("Connection")
+CONTENT_LENGTH = istr("Content-Length")
+HOST = istr("Host")
+_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+
+
+class _Aborted(Exception):
+    """The response was cut after it started: the client sees a truncated body."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class ProxyHandler:
+    """The aiohttp low-level handler for the proxy listener."""
+
+    def __init__(self, runtime: Runtime, metrics: Metrics, body_read_timeout: float = 60.0) -> None:
+        self.runtime = runtime
+        self.metrics = metrics
+        self.body_read_timeout = body_read_timeout
+        self._counters: dict[tuple[str, str, str], Any] = {}
+
+    # ------------------------------------------------------------------ entry
+
+    async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
+        started = time.perf_counter()
+        runtime = self.runtime
+        runtime.acquire()
+        rid = _request_id(request.headers.get(X_REQUEST_ID))
+        info: dict[str, Any] = {
+            "route": None,
+            "client": None,
+            "upstream_status": None,
+            "upstream_ms": None,
+            "bytes_in": 0,
+            "bytes_out": 0,
+        }
+        route: RouteRuntime | None = None
+        status = 500
+        try:
+            try:
+                path, query = check_request_target(request.method, request.raw_path)
+                client = self._authenticate(runtime, request)
+                info["client"] = client
+                matched = runtime.table.match(path)
+                if matched is None:
+                    raise NoRoute(f"no route matches {_clip(path)}")
+                route, rest = matched
+                info["route"] = route.name
+                if client is not None and not self._client_may_use(runtime, client, route.name):
+                    raise Forbidden(
+                        f"client {client!r} may not use route {route.name!r}", route=route.name
+                    )
+                if route.in_flight >= route.route.max_in_flight:
+                    raise Overloaded(
+                        f"route {route.name!r} has {route.route.max_in_flight} requests in flight",
+                        route=route.name,
+                    )
+                route.in_flight += 1
+                gauge = self._gauge(route)
+                gauge.inc()
+                try:
+                    response = await self._forward(request, route, rest, query, rid, info)
+                finally:
+                    route.in_flight -= 1
+                    gauge.dec()
+                status = response.status
+                return response
+            except RequestError as exc:
+                if exc.route is None and route is not None:
+                    exc.route = route.name
+                status = exc.status
+                info["error"] = exc.code
+                info["message"] = exc.message
+                return error_response(exc, rid, close=isinstance(exc, BodyTooLarge))
+            except _Aborted as exc:
+                status = info.get("status_sent", 502)
+                info["error"] = "aborted"
+                info["message"] = exc.reason
+                return info["response"]
+        except asyncio.CancelledError:
+            info["error"] = "client_disconnected"
+            status = info.get("status_sent", 499)
+            raise
+        finally:
+            runtime.release()
+            duration = (time.perf_counter() - started) * 1000
+            self._count(info["route"] or "-", status, info["client"] or "-")
+            log.info(
+                "request",
+                route=info["route"],
+                method=request.method,
+                path=_clip(request.raw_path.partition("?")[0]),
+                status=status,
+                upstream_status=info["upstream_status"],
+                duration_ms=round(duration, 3),
+                upstream_ms=info["upstream_ms"],
+                bytes_in=info["bytes_in"],
+                bytes_out=info["bytes_out"],
+                request_id=rid,
+                client=info["client"],
+                **({"error": info["error"], "message": info["message"]} if "error" in info else {}),
+            )
+
+    # ------------------------------------------------------- inbound clients
+
+    @staticmethod
+    def _authenticate(runtime: Runtime, request: web.BaseRequest) -> str | None:
+        clients = runtime.clients
+        if clients is None:
+            return None
+        presented = None
+        value = request.headers.get(PROXY_AUTHORIZATION)
+        if value is not None:
+            kind, _, token = value.strip().partition(" ")
+            if kind.lower() == "bearer":
+                presented = token.strip()
+        if presented is None:
+            presented = request.headers.get(X_SIGNET_TOKEN)
+        if not presented:
+            raise ProxyAuthRequired(
+                "this Signet requires a client token: send 'Proxy-Authorization: Bearer <token>' "
+                "or 'X-Signet-Token: <token>'"
+            )
+        given = presented.encode()
+        found = None
+        for client in clients:  # compare against every client: time does not reveal which matched
+            if hmac.compare_digest(given, client.token.reveal().encode()):
+                found = client.name
+        if found is None:
+            raise Forbidden("unknown client token")
+        return found
+
+    @staticmethod
+    def _client_may_use(runtime: Runtime, client: str, route: str) -> bool:
+        for c in runtime.clients or ():
+            if c.name == client:
+                return c.routes is None or route in c.routes
+        return False
+
+    # ------------------------------------------------------------ forwarding
+
+    async def _forward(
+        self,
+        request: web.BaseRequest,
+        route: RouteRuntime,
+        rest: str,
+        query: str,
+        rid: str,
+        info: dict[str, Any],
+    ) -> web.StreamResponse:
+        client_info = None
+        if route.route.forward_client_info:
+            client_info = (request.remote or "", request.scheme)
+        headers = upstream_headers(request.headers, route, rid, client_info)
+        upstream_path = (route.base_path + rest) or "/"
+
+        if request.headers.get("Expect", "").lower() == "100-continue":
+            await _send_continue(request)
+
+        body: bytes | None = None
+        stream = None
+        has_body = request.body_exists
+        if route.needs_body or route.retries_401:
+            body = await self._read_body(request, route) if has_body else b""
+            info["bytes_in"] = len(body)
+        elif has_body:
+            stream = _count_body(request, self.body_read_timeout, info)
+
+        attempt = 0
+        while True:
+            attempt += 1
+            prepared = UpstreamRequest(
+                method=request.method,
+                path=upstream_path,
+                query=query,
+                headers=headers,
+                body=body if route.needs_body else None,
+                scheme_host=route.route.origin,
+            )
+            result = await route.scheme.apply(prepared)
+            send_headers = headers
+            if result.headers:
+                send_headers = headers.copy()
+                for k, v in result.headers.items():
+                    send_headers[k] = v
+            final_query = query if result.query is None else result.query
+            url = URL(
+                route.route.origin + upstream_path + ("?" + final_query if final_query else ""),
+                encoded=True,
+            )
+            data: Any = body if body is not None else stream
+            t0 = time.perf_counter()
+            try:
+                upstream = await route.session.request(
+                    request.method,
+                    url,
+                    headers=send_headers,
+                    data=data if (has_body or body) else None,
+                    allow_redirects=False,
+                    timeout=route.timeout,
+                    compress=False,
+                    chunked=None,
+                )
+            except TimeoutError as exc:
+                raise UpstreamTimeout(_timeout_message(route, exc), route=route.name) from None
+            except aiohttp.ClientError as exc:
+                if (
+                    attempt == 1
+                    and isinstance(exc, aiohttp.ServerDisconnectedError)
+                    and request.method in _IDEMPOTENT
+                    and (stream is None)
+                ):
+                    continue  # a pooled keep-alive connection died under us: one fresh try
+                raise UpstreamUnreachable(
+                    _unreachable_message(route, exc), route=route.name
+                ) from None
+            upstream_ms = (time.perf_counter() - t0) * 1000
+            info["upstream_ms"] = round(upstream_ms, 3)
+            info["upstream_status"] = upstream.status
+            self._latency(route).observe(upstream_ms / 1000)
+            if (
+                upstream.status == 401
+                and attempt == 1
+                and route.retries_401
+                and body is not None
+                and await route.scheme.on_unauthorized(result)
+            ):
+                upstream.close()
+                continue
+            return await self._stream_back(request, upstream, route, rid, info, result)
+
+    async def _read_body(self, request: web.BaseRequest, route: RouteRuntime) -> bytes:
+        """Buffer a body that must be signed, refusing at the limit without reading on."""
+        limit = route.route.max_body_bytes
+        declared = request.content_length
+        if declared is not None and declared > limit:
+            raise BodyTooLarge(
+                f"request body of {declared} bytes exceeds max_body_bytes={limit} for this route",
+                route=route.name,
+            )
+        chunks = bytearray()
+        content = request.content
+        while True:
+            try:
+                chunk = await asyncio.wait_for(content.readany(), self.body_read_timeout)
+            except TimeoutError:
+                raise _client_timeout(route) from None
+            if not chunk:
+                break
+            chunks += chunk
+            if len(chunks) > limit:
+                raise BodyTooLarge(
+                    f"request body exceeds max_body_bytes={limit} for this route", route=route.name
+                )
+        return bytes(chunks)
+
+    async def _stream_back(
+        self,
+        request: web.BaseRequest,
+        upstream: aiohttp.ClientResponse,
+        route: RouteRuntime,
+        rid: str,
+        info: dict[str, Any],
+        result: AuthResult,
+    ) -> web.StreamResponse:
+        try:
+            response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+            out = response.headers
+            for name, value in upstream.headers.items():
+                if name.lower() not in RESPONSE_STRIPPED:
+                    out.add(name, value)
+            out[X_REQUEST_ID] = rid
+            info["status_sent"] = upstream.status
+            info["response"] = response
+            await response.prepare(request)
+            written = 0
+            content = upstream.content
+            try:
+                while True:
+                    chunk = await content.readany()
+                    if not chunk:
+                        break
+                    await response.write(chunk)
+                    written += len(chunk)
+            except TimeoutError:
+                info["bytes_out"] = written
+                _abort(request)
+                raise _Aborted(
+                    f"upstream stopped sending for {route.route.timeout.read}s mid-body"
+                ) from None
+            except aiohttp.ClientError as exc:
+                info["bytes_out"] = written
+                _abort(request)
+                raise _Aborted(
+                    f"upstream connection failed mid-body: {type(exc).__name__}"
+                ) from None
+            except (ConnectionResetError, aiohttp.ClientConnectionResetError):
+                info["bytes_out"] = written
+                raise _Aborted("client disconnected mid-response") from None
+            info["bytes_out"] = written
+            await response.write_eof()
+            return response
+        finally:
+            if upstream.content.is_eof():
+                upstream.release()  # back to the pool for keep-alive
+            else:
+                upstream.close()  # half-read: the connection cannot be reused
+
+    # --------------------------------------------------------------- metrics
+
+    def _count(self, route: str, status: int, client: str) -> None:
+        key = (route, status_class(status), client)
+        child = self._counters.get(key)
+        if child is None:
+            child = self._counters[key] = self.metrics.requests.labels(*key)
+        child.inc()
+
+    def _gauge(self, route: RouteRuntime) -> Any:
+        child = route.metric_children.get("gauge")
+        if child is None:
+            child = route.metric_children["gauge"] = self.metrics.in_flight.labels(route.name)
+        return child
+
+    def _latency(self, route: RouteRuntime) -> Any:
+        child = route.metric_children.get("latency")
+        if child is None:
+            child = route.metric_children["latency"] = self.metrics.upstream_latency.labels(
+                route.name
+            )
+        return child
+
+
+# ------------------------------------------------------------------- helpers
+
+
+def upstream_headers(
+    client_headers: Any,
+    route: RouteRuntime,
+    rid: str,
+    client_info: tuple[str, str] | None = None,
+) -> CIMultiDict[str]:
+    """The client's headers minus every credential and hop-by-hop header, plus the route's.
+
+    ``client_info`` is (peer address, scheme) when the route forwards it.
+    """
+    stripped = route.stripped
+    connection = client_headers.get(CONNECTION)
+    if connection:
+        stripped = stripped | {t.strip().lower() for t in connection.split(",")}
+    out: CIMultiDict[str] = CIMultiDict()
+    for name, value in client_headers.items():
+        if name.lower() not in stripped:
+            out.add(name, value)
+    out[X_REQUEST_ID] = rid
+    if client_info is not None:
+        peer, scheme = client_info
+        prior = client_headers.get("X-Forwarded-For")
+        out["X-Forwarded-For"] = f"{prior}, {peer}" if prior else peer
+        out["X-Forwarded-Proto"] = scheme
+        out["X-Forwarded-Host"] = client_headers.get(HOST, "")
+    for name, value in route.set_headers:
+        out[name] = value
+    return out
+
+
+def error_response(exc: RequestError, rid: str, *, close: bool = False) -> web.Response:
+    body = json.dumps(
+        {"error": {"code": exc.code, "message": exc.message, "route": exc.route, "request_id": rid}}
+    ).encode()
+    response = web.Response(
+        status=exc.status,
+        body=body,
+        content_type="application/json",
+        headers={X_SIGNET_ERROR: exc.code, X_REQUEST_ID: rid},
+    )
+    if close:
+        response.force_close()
+    return response
+
+
+def _request_id(given: str | None) -> str:
+    """Keep the client's id when it is sane (printable, bounded), else mint one."""
+    if given and len(given) <= 200 and given.isascii() and given.isprintable():
+        return given
+    return uuid.uuid4().hex
+
+
+def _clip(text: str, limit: int = 512) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+async def _send_continue(request: web.BaseRequest) -> None:
+    if request.version >= aiohttp.HttpVersion11:
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+
+async def _count_body(request: web.BaseRequest, read_timeout: float, info: dict[str, Any]):  # type: ignore[no-untyped-def]
+    """Stream the client's body upstream, counting bytes, with a per-read timeout (slowloris)."""
+    content = request.content
+    total = 0
+    while True:
+        try:
+            chunk = await asyncio.wait_for(content.readany(), read_timeout)
+        except TimeoutError:
+            raise aiohttp.ClientPayloadError("client body stalled") from None
+        if not chunk:
+            break
+        total += len(chunk)
+        info["bytes_in"] = total
+        yield chunk
+
+
+def _client_timeout(route: RouteRuntime) -> RequestError:
+    return BadRequest(
+        "the request body stalled (no byte within the body read timeout)", route=route.name
+    )
+
+
+def _abort(request: web.BaseRequest) -> None:
+    transport = request.transport
+    if transport is not None:
+        transport.abort()
+
+
+def _timeout_message(route: RouteRuntime, exc: BaseException) -> str:
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return f"connecting to the upstream took longer than {route.route.timeout.connect}s"
+    return f"the upstream sent nothing for {route.route.timeout.read}s"
+
+
+def _unreachable_message(route: RouteRuntime, exc: aiohttp.ClientError) -> str:
+    host = route.route.upstream.host
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return f"cannot resolve upstream host {host!r}"
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError | aiohttp.ClientSSLError):
+        return f"TLS handshake with {host!r} failed (certificate not trusted? set tls.ca_file)"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        reason = (
+            exc.os_error.strerror if exc.os_error and exc.os_error.strerror else "connection failed"
+        )
+        return f"cannot connect to upstream {host}:{exc.port} ({reason})"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return f"upstream {host!r} closed the connection before answering"
+    return f"upstream {host!r} failed: {type(exc).__name__}"

@@ -1,0 +1,123 @@
+"""structlog setup: JSON lines on stderr, and a redaction processor.
+
+The request pipeline never puts a secret in an event; the redaction processor
+is the second fence. It replaces every configured secret value (and every
+token a scheme reports) found in any string field with ``***``, so even an
+exception text that quoted a header cannot leak one.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import Iterable, MutableMapping
+from typing import Any
+
+import structlog
+
+from proxy.secret import MASK, Secret
+
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
+
+
+class Redactor:
+    """Holds the current set of secret values; swapped on reload."""
+
+    def __init__(self) -> None:
+        self._pattern: re.Pattern[str] | None = None
+        self._values: frozenset[str] = frozenset()
+
+    def set_values(self, values: Iterable[str]) -> None:
+        # very short values would mask ordinary words; config rejects none of them,
+        # but 3+ characters keeps the mask meaningful
+        vals = frozenset(v for v in values if v and len(v) >= 3)
+        if vals == self._values:
+            return
+        self._values = vals
+        if not vals:
+            self._pattern = None
+            return
+        ordered = sorted(vals, key=len, reverse=True)  # longest first: no partial masks
+        self._pattern = re.compile("|".join(re.escape(v) for v in ordered))
+
+    def add_values(self, values: Iterable[str]) -> None:
+        new = frozenset(v for v in values if v and len(v) >= 3) - self._values
+        if new:
+            self.set_values(self._values | new)
+
+    def redact(self, text: str) -> str:
+        pattern = self._pattern
+        if pattern is None:
+            return text
+        return pattern.sub(MASK, text)
+
+    def __call__(
+        self, logger: Any, name: str, event: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
+        pattern = self._pattern
+        for key, value in event.items():
+            if isinstance(value, Secret):
+                event[key] = MASK
+            elif pattern is not None and isinstance(value, str) and pattern.search(value):
+                event[key] = pattern.sub(MASK, value)
+        return event
+
+
+REDACTOR = Redactor()
+
+
+def configure_logging(fmt: str = "json", level: str = "info", stream: Any = None) -> None:
+    """JSON lines (default) or a console renderer, on stderr."""
+    stream = stream or sys.stderr
+    renderer: Any
+    if fmt == "console":
+        renderer = structlog.dev.ConsoleRenderer(colors=False)
+    else:
+        renderer = structlog.processors.JSONRenderer()
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            REDACTOR,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(_LEVELS.get(level, logging.INFO)),
+        logger_factory=structlog.PrintLoggerFactory(stream),
+        cache_logger_on_first_use=False,
+    )
+    # aiohttp and asyncio log through stdlib logging; route them to stderr too,
+    # through the same redaction.
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(_StdlibRedactFilter())
+    handler.setFormatter(
+        logging.Formatter(
+            '{"event": "%(message)s", "logger": "%(name)s", "level": "%(levelname)s"}'
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING if level != "debug" else logging.DEBUG)
+    logging.getLogger("aiohttp.access").disabled = True
+
+
+class _StdlibRedactFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        if record.exc_info:
+            msg += " | " + logging.Formatter().formatException(record.exc_info)
+            record.exc_info = None
+        record.msg = REDACTOR.redact(msg).replace('"', "'").replace("\n", " | ")
+        record.args = None
+        return True
+
+
+def get_logger(name: str = "signet") -> Any:
+    return structlog.get_logger(name)

@@ -1,0 +1,66 @@
+"""Prometheus collectors, one registry per running proxy.
+
+A registry per instance (not the global default) lets tests run several
+proxies in one process and lets a reload keep counting into the same series.
+Labels are route names, status classes, client names and outcomes only:
+never a path, query or header value.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "signet_requests",
+            "Requests answered, by route, status class and inbound client.",
+            ["route", "status_class", "client"],
+            registry=r,
+        )
+        self.upstream_latency = Histogram(
+            "signet_upstream_latency_seconds",
+            "Time from sending upstream to the upstream's response headers.",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            "signet_in_flight_requests", "Requests being proxied now.", ["route"], registry=r
+        )
+        self.token_fetches = Counter(
+            "signet_token_fetches",
+            "OAuth2 token requests sent, by route and outcome (ok, error).",
+            ["route", "outcome"],
+            registry=r,
+        )
+        self.token_failures = Counter(
+            "signet_token_failures", "Failed OAuth2 token requests.", ["route"], registry=r
+        )
+        self.token_refreshes = Counter(
+            "signet_token_refreshes",
+            "Background refreshes started ahead of expiry.",
+            ["route"],
+            registry=r,
+        )
+        self.token_cache_hits = Counter(
+            "signet_token_cache_hits", "Requests served from a cached token.", ["route"], registry=r
+        )
+        self.config_reloads = Counter(
+            "signet_config_reloads",
+            "Config reloads by outcome (ok, error).",
+            ["outcome"],
+            registry=r,
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+def status_class(status: int) -> str:
+    return f"{status // 100}xx"

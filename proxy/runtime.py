@@ -1,0 +1,214 @@
+"""Everything built from one loaded config: schemes, HTTP pools, the prefix table.
+
+A :class:`Runtime` is immutable once started. A reload builds a new one and
+swaps it in; requests already running keep the runtime they started with,
+and the old one is closed when its last request finishes (or after the grace
+period), so a reload never cuts a request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from multidict import istr
+
+from proxy.auth import AuthScheme, SchemeContext, all_injected_headers
+from proxy.clock import SYSTEM_CLOCK, Clock
+from proxy.config import Client, Route, Settings
+from proxy.metrics import Metrics
+from proxy.routes import PrefixTable
+from proxy.secret import reveal
+
+# Hop-by-hop (RFC 9110 §7.6.1) plus what the contract always strips.
+ALWAYS_STRIPPED = frozenset(
+    h.lower()
+    for h in (
+        "Connection",
+        "Keep-Alive",
+        "Proxy-Authenticate",
+        "Proxy-Authorization",
+        "Proxy-Connection",
+        "TE",
+        "Trailer",
+        "Transfer-Encoding",
+        "Upgrade",
+        "Host",
+        "Authorization",
+        "Cookie",
+        "Expect",  # Signet answers 100-continue itself; upstream gets a plain request
+        "X-Signet-Token",  # inbound credential, never forwarded
+        # every header a built-in scheme injects, even when this route's scheme does not
+        "X-Api-Key",
+        "X-Api-Secret",
+        "X-Api-Signature",
+        "X-Api-Timestamp",
+        "Apikey",
+        "Signature",
+        "API_KEY",
+        "API_DIGEST",
+    )
+)
+
+# Not copied from the upstream's response: hop-by-hop, plus those aiohttp sets itself.
+RESPONSE_STRIPPED = frozenset(
+    h.lower()
+    for h in (
+        "Connection",
+        "Keep-Alive",
+        "Proxy-Authenticate",
+        "Proxy-Connection",
+        "TE",
+        "Trailer",
+        "Transfer-Encoding",
+        "Upgrade",
+    )
+)
+
+STREAM_BUFSIZE = 256 * 1024
+
+
+@dataclass(eq=False)
+class RouteRuntime:
+    """A route with its live scheme, pool and limits."""
+
+    route: Route
+    scheme: AuthScheme
+    session: aiohttp.ClientSession
+    timeout: aiohttp.ClientTimeout
+    stripped: frozenset[str]
+    set_headers: tuple[tuple[istr, str], ...]
+    base_path: str  # upstream base path, no trailing slash ('' for the root)
+    base_url: str  # scheme://host[:port] + base_path
+    needs_body: bool
+    retries_401: bool
+    in_flight: int = 0
+    metric_children: dict[Any, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.route.name
+
+
+def ssl_context_for(route: Route) -> ssl.SSLContext | bool:
+    if not route.tls.verify:
+        return False
+    if route.tls.ca_file:
+        return ssl.create_default_context(cafile=route.tls.ca_file)
+    return True
+
+
+class Runtime:
+    def __init__(
+        self, settings: Settings, *, metrics: Metrics, clock: Clock = SYSTEM_CLOCK
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.clock = clock
+        self.active = 0  # requests currently using this runtime
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._sessions: dict[tuple[Any, ...], aiohttp.ClientSession] = {}
+        self.routes: list[RouteRuntime] = []
+        self.table: PrefixTable[RouteRuntime] = PrefixTable([])
+        self.clients: tuple[Client, ...] | None = settings.clients
+
+    def _session_for(self, route: Route) -> aiohttp.ClientSession:
+        key = (route.origin, route.tls.verify, route.tls.ca_file)
+        session = self._sessions.get(key)
+        if session is None:
+            connector = aiohttp.TCPConnector(
+                limit=0,  # per-route max_in_flight bounds concurrency instead
+                ssl=ssl_context_for(route),
+                keepalive_timeout=30,
+                ttl_dns_cache=60,
+            )
+            session = aiohttp.ClientSession(
+                connector=connector,
+                cookie_jar=aiohttp.DummyCookieJar(),
+                auto_decompress=False,
+                skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
+                trust_env=False,
+                requote_redirect_url=False,
+                read_bufsize=STREAM_BUFSIZE,
+            )
+            self._sessions[key] = session
+        return session
+
+    async def start(self) -> None:
+        injected = all_injected_headers()
+        built: list[RouteRuntime] = []
+        try:
+            for route in self.settings.routes:
+                context = SchemeContext(
+                    route=route.name,
+                    clock=self.clock,
+                    connect_timeout=route.timeout.connect,
+                    read_timeout=route.timeout.read,
+                    ssl=ssl_context_for(route),
+                    metrics=self.metrics,
+                )
+                scheme = route.scheme_cls(route.auth, context)
+                await scheme.start()
+                base_path = route.upstream.raw_path.rstrip("/")
+                built.append(
+                    RouteRuntime(
+                        route=route,
+                        scheme=scheme,
+                        session=self._session_for(route),
+                        timeout=aiohttp.ClientTimeout(
+                            total=None, connect=route.timeout.connect, sock_read=route.timeout.read
+                        ),
+                        stripped=ALWAYS_STRIPPED
+                        | injected
+                        | {h.lower() for h in route.strip_headers}
+                        | {h.lower() for h in route.scheme_cls.injected_headers},
+                        set_headers=tuple(
+                            (istr(k), reveal(v)) for k, v in route.set_headers.items()
+                        ),
+                        base_path=base_path,
+                        base_url=route.origin + base_path,
+                        needs_body=bool(getattr(scheme, "needs_body", False)),
+                        retries_401=type(scheme).on_unauthorized is not AuthScheme.on_unauthorized,
+                    )
+                )
+        except BaseException:
+            self.routes = built
+            await self.close()
+            raise
+        self.routes = built
+        self.table = PrefixTable((r.route.prefix, r) for r in built)
+
+    def secret_values(self) -> set[str]:
+        values = set(self.settings.secret_values)
+        for r in self.routes:
+            values.update(v for v in r.scheme.secret_values() if v)
+        return values
+
+    def acquire(self) -> None:
+        self.active += 1
+        self._idle.clear()
+
+    def release(self) -> None:
+        self.active -= 1
+        if self.active == 0:
+            self._idle.set()
+
+    async def wait_idle(self, timeout: float) -> bool:
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+            return True
+        except TimeoutError:
+            return False
+
+    async def close(self) -> None:
+        for r in self.routes:
+            with contextlib.suppress(Exception):  # closing must go on for the others
+                await r.scheme.close()
+        for session in self._sessions.values():
+            await session.close()
+        self._sessions.clear()

@@ -1,0 +1,118 @@
+"""``signet sign``: the exact request Signet would send, without sending it.
+
+It runs the same steps as the pipeline (target check, route match, header
+stripping, the scheme's ``apply``) so what it prints is what goes upstream.
+Secret-bearing values are masked unless ``--show-secrets``.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from multidict import CIMultiDict
+
+from proxy.auth import AuthResult, UpstreamRequest
+from proxy.clock import SYSTEM_CLOCK, Clock, FrozenClock
+from proxy.config import Settings
+from proxy.errors import NoRoute
+from proxy.forward import upstream_headers
+from proxy.metrics import Metrics
+from proxy.routes import check_request_target
+from proxy.runtime import Runtime
+from proxy.secret import MASK
+
+
+class PinnedClock:
+    """The system clock, with the wall time and/or nonce pinned by the user."""
+
+    def __init__(self, at_time: float | None, nonce: str | None) -> None:
+        self._time = at_time
+        self._nonce = nonce
+
+    def time(self) -> float:
+        return self._time if self._time is not None else SYSTEM_CLOCK.time()
+
+    def monotonic(self) -> float:
+        return SYSTEM_CLOCK.monotonic()
+
+    def nonce(self) -> str:
+        return self._nonce if self._nonce is not None else SYSTEM_CLOCK.nonce()
+
+
+async def dry_run(
+    settings: Settings,
+    method: str,
+    target: str,
+    *,
+    headers: list[tuple[str, str]] | None = None,
+    body: bytes = b"",
+    show_secrets: bool = False,
+    fetch_token: bool = False,
+    at_time: float | None = None,
+    nonce: str | None = None,
+    clock: Clock | None = None,
+) -> str:
+    clock = clock or (PinnedClock(at_time, nonce) if (at_time or nonce) else SYSTEM_CLOCK)
+    runtime = Runtime(settings, metrics=Metrics(), clock=clock)
+    await runtime.start()
+    try:
+        path, query = check_request_target(method, target)
+        matched = runtime.table.match(path)
+        if matched is None:
+            raise NoRoute(f"no route matches {path}")
+        route, rest = matched
+        client_headers: CIMultiDict[str] = CIMultiDict(headers or [])
+        if body:
+            client_headers["Content-Length"] = str(len(body))
+        out = upstream_headers(client_headers, route, "signet-sign-" + uuid.uuid4().hex[:8])
+        upstream_path = (route.base_path + rest) or "/"
+        request = UpstreamRequest(
+            method=method,
+            path=upstream_path,
+            query=query,
+            headers=out,
+            body=body if route.needs_body else None,
+            scheme_host=route.route.origin,
+        )
+        placeholder = getattr(route.scheme, "placeholder_result", None)
+        if placeholder is not None and not fetch_token:
+            result: AuthResult = placeholder()
+            shown_secret_headers: frozenset[str] = frozenset()  # "<token>" is not a secret
+        else:
+            result = await route.scheme.apply(request)
+            shown_secret_headers = frozenset(h.lower() for h in result.secret_headers)
+        for k, v in result.headers.items():
+            out[k] = v
+        final_query = query if result.query is None else result.query
+        url = route.route.origin + upstream_path + ("?" + final_query if final_query else "")
+        secrets = runtime.secret_values() if not show_secrets else set()
+        lines = [f"{method} {url}"]
+        for name, value in out.items():
+            if not show_secrets:
+                value = _mask(name, value, shown_secret_headers, secrets)
+            lines.append(f"{name}: {value}")
+        text = "\n".join(lines) + "\n\n"
+        if body:
+            shown = body.decode("utf-8", errors="replace")
+            text += (_mask_text(shown, secrets) if not show_secrets else shown) + "\n"
+        return text
+    finally:
+        await runtime.close()
+
+
+def _mask(name: str, value: str, secret_headers: frozenset[str], secrets: set[str]) -> str:
+    if name.lower() in secret_headers:
+        kind, sep, _ = value.partition(" ")
+        # keep the auth scheme word ("Basic ***") so the shape stays readable
+        return f"{kind} {MASK}" if sep and kind in ("Basic", "Bearer") else MASK
+    return _mask_text(value, secrets)
+
+
+def _mask_text(text: str, secrets: set[str]) -> str:
+    for s in sorted(secrets, key=len, reverse=True):
+        if len(s) >= 3 and s in text:
+            text = text.replace(s, MASK)
+    return text
+
+
+__all__ = ["FrozenClock", "PinnedClock", "dry_run"]

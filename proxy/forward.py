@@ -55,8 +55,9 @@ _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 class _Aborted(Exception):
     """The response was cut after it started: the client sees a truncated body."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, code: str, reason: str) -> None:
         super().__init__(reason)
+        self.code = code
         self.reason = reason
 
 
@@ -124,11 +125,12 @@ class ProxyHandler:
                 return error_response(exc, rid, close=isinstance(exc, BodyTooLarge))
             except _Aborted as exc:
                 status = info.get("status_sent", 502)
-                info["error"] = "aborted"
+                info["error"] = exc.code
                 info["message"] = exc.reason
                 return info["response"]
         except asyncio.CancelledError:
             info["error"] = "client_disconnected"
+            info["message"] = "client disconnected before the response was complete"
             status = info.get("status_sent", 499)
             raise
         finally:
@@ -325,28 +327,33 @@ class ProxyHandler:
             await response.prepare(request)
             written = 0
             content = upstream.content
-            try:
-                while True:
+            while True:
+                try:
                     chunk = await content.readany()
-                    if not chunk:
-                        break
+                except TimeoutError:
+                    info["bytes_out"] = written
+                    _abort(request)  # the client must see a truncated response, not a complete one
+                    raise _Aborted(
+                        "upstream_timeout",
+                        f"upstream sent nothing for {route.route.timeout.read}s mid-body",
+                    ) from None
+                except aiohttp.ClientError as exc:
+                    info["bytes_out"] = written
+                    _abort(request)
+                    raise _Aborted(
+                        "upstream_reset",
+                        f"upstream connection failed mid-body: {type(exc).__name__}",
+                    ) from None
+                if not chunk:
+                    break
+                try:
                     await response.write(chunk)
-                    written += len(chunk)
-            except TimeoutError:
-                info["bytes_out"] = written
-                _abort(request)
-                raise _Aborted(
-                    f"upstream stopped sending for {route.route.timeout.read}s mid-body"
-                ) from None
-            except aiohttp.ClientError as exc:
-                info["bytes_out"] = written
-                _abort(request)
-                raise _Aborted(
-                    f"upstream connection failed mid-body: {type(exc).__name__}"
-                ) from None
-            except (ConnectionResetError, aiohttp.ClientConnectionResetError):
-                info["bytes_out"] = written
-                raise _Aborted("client disconnected mid-response") from None
+                except ConnectionError:  # includes aiohttp's ClientConnectionResetError
+                    info["bytes_out"] = written
+                    raise _Aborted(
+                        "client_disconnected", "client disconnected mid-response"
+                    ) from None
+                written += len(chunk)
             info["bytes_out"] = written
             await response.write_eof()
             return response

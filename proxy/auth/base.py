@@ -70,7 +70,7 @@ class AuthResult:
     pipeline and handed back to :meth:`AuthScheme.on_unauthorized`.
     """
 
-    headers: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict, repr=False)  # may hold a credential
     query: str | None = None
     secret_headers: frozenset[str] = frozenset()
     state: Any = None

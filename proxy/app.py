@@ -62,7 +62,7 @@ class Signet:
         runtime = Runtime(self.settings, metrics=self.metrics, clock=self.clock)
         await runtime.start()
         self.runtime = runtime
-        REDACTOR.set_values(runtime.secret_values())
+        REDACTOR.set_static(runtime.secret_values())
         limits = self.settings.limits
         self.handler = ProxyHandler(
             runtime, self.metrics, body_read_timeout=limits.body_read_timeout
@@ -174,7 +174,7 @@ class Signet:
                 )
                 return False
             old = self.runtime
-            REDACTOR.set_values(new.secret_values() | (old.secret_values() if old else set()))
+            REDACTOR.set_static(new.secret_values() | (old.secret_values() if old else set()))
             self.runtime = new
             self.settings = settings
             assert self.handler is not None
@@ -192,7 +192,7 @@ class Signet:
         longest = max((r.timeout.read + r.timeout.connect for r in old.settings.routes), default=60)
         await old.wait_idle(longest + self.settings.shutdown_grace)
         await old.close()
-        REDACTOR.set_values(self.runtime.secret_values() if self.runtime else set())
+        REDACTOR.set_static(self.runtime.secret_values() if self.runtime else set())
 
     # -------------------------------------------------------------- stop
 

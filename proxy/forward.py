@@ -206,13 +206,16 @@ class ProxyHandler:
         headers = upstream_headers(request.headers, route, rid, client_info)
         upstream_path = (route.base_path + rest) or "/"
 
+        buffered = route.needs_body or route.retries_401
+        if buffered:
+            _check_declared_length(request, route)  # before 100-continue: refuse unsent bodies
         if request.headers.get("Expect", "").lower() == "100-continue":
             await _send_continue(request)
 
         body: bytes | None = None
         stream = None
         has_body = request.body_exists
-        if route.needs_body or route.retries_401:
+        if buffered:
             body = await self._read_body(request, route) if has_body else b""
             info["bytes_in"] = len(body)
         elif has_body:
@@ -284,12 +287,6 @@ class ProxyHandler:
     async def _read_body(self, request: web.BaseRequest, route: RouteRuntime) -> bytes:
         """Buffer a body that must be signed, refusing at the limit without reading on."""
         limit = route.route.max_body_bytes
-        declared = request.content_length
-        if declared is not None and declared > limit:
-            raise BodyTooLarge(
-                f"request body of {declared} bytes exceeds max_body_bytes={limit} for this route",
-                route=route.name,
-            )
         chunks = bytearray()
         content = request.content
         while True:
@@ -465,6 +462,16 @@ async def _count_body(request: web.BaseRequest, read_timeout: float, info: dict[
         total += len(chunk)
         info["bytes_in"] = total
         yield chunk
+
+
+def _check_declared_length(request: web.BaseRequest, route: RouteRuntime) -> None:
+    limit = route.route.max_body_bytes
+    declared = request.content_length
+    if declared is not None and declared > limit:
+        raise BodyTooLarge(
+            f"request body of {declared} bytes exceeds max_body_bytes={limit} for this route",
+            route=route.name,
+        )
 
 
 def _client_timeout(route: RouteRuntime) -> RequestError:

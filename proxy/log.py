@@ -32,6 +32,28 @@ class Redactor:
     def __init__(self) -> None:
         self._pattern: re.Pattern[str] | None = None
         self._values: frozenset[str] = frozenset()
+        self._static: frozenset[str] = frozenset()
+        self._dynamic: dict[object, frozenset[str]] = {}
+
+    def set_static(self, values: Iterable[str]) -> None:
+        """The config's secrets (replaced on reload)."""
+        self._static = frozenset(values)
+        self._rebuild()
+
+    def set_dynamic(self, owner: object, values: Iterable[str]) -> None:
+        """Values that change at run time, e.g. the current OAuth2 tokens of one route."""
+        vals = frozenset(values)
+        if vals:
+            self._dynamic[owner] = vals
+        else:
+            self._dynamic.pop(owner, None)
+        self._rebuild()
+
+    def _rebuild(self) -> None:
+        merged: set[str] = set(self._static)
+        for vals in self._dynamic.values():
+            merged |= vals
+        self.set_values(merged)
 
     def set_values(self, values: Iterable[str]) -> None:
         # very short values would mask ordinary words; config rejects none of them,

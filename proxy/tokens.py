@@ -37,6 +37,7 @@ from yarl import URL
 
 from proxy.clock import SYSTEM_CLOCK, Clock
 from proxy.errors import TokenError
+from proxy.log import REDACTOR
 
 log = structlog.get_logger("signet.tokens")
 
@@ -562,6 +563,7 @@ class TokenManager:
         if tasks:
             await asyncio.wait(tasks)
         self.cache.clear()
+        REDACTOR.set_dynamic(self, ())
 
     # -- internals ------------------------------------------------------------
 
@@ -604,6 +606,7 @@ class TokenManager:
         self.cache[self.key] = token
         if token.access_token not in self._recent:
             self._recent.append(token.access_token)
+            REDACTOR.set_dynamic(self, self._recent)  # a token is a secret in every log line
         self._count("token_fetches", outcome="ok")
         log.info(
             "token_fetch",

@@ -166,7 +166,7 @@ class Runtime:
                         stripped=ALWAYS_STRIPPED
                         | injected
                         | {h.lower() for h in route.strip_headers}
-                        | {h.lower() for h in route.scheme_cls.injected_headers},
+                        | {h.lower() for h in scheme.injected_headers},  # recipes set theirs per instance
                         set_headers=tuple(
                             (istr(k), reveal(v)) for k, v in route.set_headers.items()
                         ),

@@ -23,6 +23,7 @@ from proxy.errors import ConfigError
 from proxy.forward import ProxyHandler
 from proxy.log import REDACTOR, get_logger
 from proxy.metrics import Metrics
+from proxy.protocol import SignetServer
 from proxy.runtime import Runtime
 
 log = get_logger("signet")
@@ -67,8 +68,9 @@ class Signet:
         self.handler = ProxyHandler(
             runtime, self.metrics, body_read_timeout=limits.body_read_timeout
         )
-        server = web.Server(
+        server = SignetServer(
             self.handler,
+            request_header_timeout=limits.request_header_timeout,
             handler_cancellation=True,  # a client that leaves cancels its upstream request
             access_log=None,
             max_line_size=limits.max_url_length,

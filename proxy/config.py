@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, ValidationError
 from yarl import URL
 
 from proxy.auth import SCHEMES, SchemeOptions
@@ -48,6 +48,16 @@ def _plain(value: Any) -> Any:
 
 
 Text = Annotated[str, BeforeValidator(_plain)]
+
+
+def _text_or_secret(value: Any) -> str | Secret:
+    """A value that stays a Secret when it came from a reference (``Text | Secret`` would reveal it)."""
+    if isinstance(value, Secret | str):
+        return value
+    raise ValueError("must be a string")
+
+
+TextOrSecret = Annotated[Any, PlainValidator(_text_or_secret)]
 
 
 class _Model(BaseModel):
@@ -104,7 +114,7 @@ class RouteModel(_Model):
     upstream: Text
     auth: dict[str, Any] = Field(default_factory=lambda: {"scheme": "none"})
     strip_headers: list[Text] = Field(default_factory=list)
-    set_headers: dict[str, Text | Secret] = Field(default_factory=dict)
+    set_headers: dict[str, TextOrSecret] = Field(default_factory=dict)
     forward_client_info: bool = False
     timeout: RouteTimeoutModel | None = None
     max_body_bytes: int | None = Field(None, ge=0)

@@ -14,8 +14,9 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import logging
+import random
 import time
-import uuid
 from typing import Any
 
 import aiohttp
@@ -35,6 +36,7 @@ from proxy.errors import (
     UpstreamTimeout,
     UpstreamUnreachable,
 )
+from proxy.log import enabled as log_enabled
 from proxy.log import get_logger
 from proxy.metrics import Metrics, status_class
 from proxy.routes import check_request_target
@@ -52,6 +54,10 @@ HOST = istr("Host")
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 
 
+class _BodyStalled(BadRequest):
+    """The client stopped sending its body: answered 400 and the connection closed."""
+
+
 class _Aborted(Exception):
     """The response was cut after it started: the client sees a truncated body."""
 
@@ -59,6 +65,18 @@ class _Aborted(Exception):
         super().__init__(reason)
         self.code = code
         self.reason = reason
+
+
+class _ProxyResponse(web.StreamResponse):
+    """A streamed response whose head goes out in the same write as the first body bytes.
+
+    aiohttp's StreamResponse sends the head on ``prepare()`` (one send syscall)
+    and each body chunk in another; ``web.Response`` already buffers the head
+    like this. ``_stream_back`` flushes the head at once when no body bytes are
+    waiting, so a slow upstream body never delays the client's status line.
+    """
+
+    _send_headers_immediately = False
 
 
 class ProxyHandler:
@@ -122,7 +140,7 @@ class ProxyHandler:
                 status = exc.status
                 info["error"] = exc.code
                 info["message"] = exc.message
-                return error_response(exc, rid, close=isinstance(exc, BodyTooLarge))
+                return error_response(exc, rid, close=isinstance(exc, BodyTooLarge | _BodyStalled))
             except _Aborted as exc:
                 status = info.get("status_sent", 502)
                 info["error"] = exc.code
@@ -135,23 +153,30 @@ class ProxyHandler:
             raise
         finally:
             runtime.release()
-            duration = (time.perf_counter() - started) * 1000
             self._count(info["route"] or "-", status, info["client"] or "-")
-            log.info(
-                "request",
-                route=info["route"],
-                method=request.method,
-                path=_clip(request.raw_path.partition("?")[0]),
-                status=status,
-                upstream_status=info["upstream_status"],
-                duration_ms=round(duration, 3),
-                upstream_ms=info["upstream_ms"],
-                bytes_in=info["bytes_in"],
-                bytes_out=info["bytes_out"],
-                request_id=rid,
-                client=info["client"],
-                **({"error": info["error"], "message": info["message"]} if "error" in info else {}),
-            )
+            if log_enabled(logging.INFO):
+                self._log(request, info, status, started, rid)
+
+    @staticmethod
+    def _log(
+        request: web.BaseRequest, info: dict[str, Any], status: int, started: float, rid: str
+    ) -> None:
+        duration = (time.perf_counter() - started) * 1000
+        log.info(
+            "request",
+            route=info["route"],
+            method=request.method,
+            path=_clip(request.raw_path.partition("?")[0]),
+            status=status,
+            upstream_status=info["upstream_status"],
+            duration_ms=round(duration, 3),
+            upstream_ms=info["upstream_ms"],
+            bytes_in=info["bytes_in"],
+            bytes_out=info["bytes_out"],
+            request_id=rid,
+            client=info["client"],
+            **({"error": info["error"], "message": info["message"]} if "error" in info else {}),
+        )
 
     # ------------------------------------------------------- inbound clients
 
@@ -230,7 +255,7 @@ class ProxyHandler:
                 query=query,
                 headers=headers,
                 body=body if route.needs_body else None,
-                scheme_host=route.route.origin,
+                scheme_host=route.origin,
             )
             result = await route.scheme.apply(prepared)
             send_headers = headers
@@ -240,7 +265,7 @@ class ProxyHandler:
                     send_headers[k] = v
             final_query = query if result.query is None else result.query
             url = URL(
-                route.route.origin + upstream_path + ("?" + final_query if final_query else ""),
+                route.origin + upstream_path + ("?" + final_query if final_query else ""),
                 encoded=True,
             )
             data: Any = body if body is not None else stream
@@ -259,6 +284,8 @@ class ProxyHandler:
             except TimeoutError as exc:
                 raise UpstreamTimeout(_timeout_message(route, exc), route=route.name) from None
             except aiohttp.ClientError as exc:
+                if info.get("body_stalled"):  # the client's body stalled, not the upstream
+                    raise _client_timeout(route) from None
                 if (
                     attempt == 1
                     and isinstance(exc, aiohttp.ServerDisconnectedError)
@@ -313,7 +340,7 @@ class ProxyHandler:
         result: AuthResult,
     ) -> web.StreamResponse:
         try:
-            response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+            response = _ProxyResponse(status=upstream.status, reason=upstream.reason)
             out = response.headers
             for name, value in upstream.headers.items():
                 if name.lower() not in RESPONSE_STRIPPED:
@@ -321,12 +348,20 @@ class ProxyHandler:
             out[X_REQUEST_ID] = rid
             info["status_sent"] = upstream.status
             info["response"] = response
-            await response.prepare(request)
+            await response.prepare(request)  # head buffered: leaves with the first body bytes
             written = 0
             content = upstream.content
+            first = True
             while True:
                 try:
-                    chunk = await content.readany()
+                    if first:
+                        first = False
+                        chunk = content.read_nowait()  # what arrived with the upstream's head
+                        if not chunk and not content.at_eof():
+                            await response.write(b"")  # nothing yet: send the head now, never hold it
+                            chunk = await content.readany()
+                    else:
+                        chunk = await content.readany()
                 except TimeoutError:
                     info["bytes_out"] = written
                     _abort(request)  # the client must see a truncated response, not a complete one
@@ -351,6 +386,7 @@ class ProxyHandler:
                         "client_disconnected", "client disconnected mid-response"
                     ) from None
                 written += len(chunk)
+                info["bytes_out"] = written  # kept current: a cancelled request logs it too
             info["bytes_out"] = written
             await response.write_eof()
             return response
@@ -436,7 +472,9 @@ def _request_id(given: str | None) -> str:
     """Keep the client's id when it is sane (printable, bounded), else mint one."""
     if given and len(given) <= 200 and given.isascii() and given.isprintable():
         return given
-    return uuid.uuid4().hex
+    # 32 hex like uuid4().hex, without a getrandom syscall and a UUID object per request
+    # (random reseeds itself in a forked child, so workers never share a sequence)
+    return f"{random.getrandbits(128):032x}"
 
 
 def _clip(text: str, limit: int = 512) -> str:
@@ -456,6 +494,7 @@ async def _count_body(request: web.BaseRequest, read_timeout: float, info: dict[
         try:
             chunk = await asyncio.wait_for(content.readany(), read_timeout)
         except TimeoutError:
+            info["body_stalled"] = True
             raise aiohttp.ClientPayloadError("client body stalled") from None
         if not chunk:
             break
@@ -475,7 +514,7 @@ def _check_declared_length(request: web.BaseRequest, route: RouteRuntime) -> Non
 
 
 def _client_timeout(route: RouteRuntime) -> RequestError:
-    return BadRequest(
+    return _BodyStalled(
         "the request body stalled (no byte within the body read timeout)", route=route.name
     )
 
@@ -505,4 +544,6 @@ def _unreachable_message(route: RouteRuntime, exc: aiohttp.ClientError) -> str:
         return f"cannot connect to upstream {host}:{exc.port} ({reason})"
     if isinstance(exc, aiohttp.ServerDisconnectedError):
         return f"upstream {host!r} closed the connection before answering"
+    if isinstance(exc, aiohttp.ClientResponseError):  # the response head did not parse
+        return f"upstream {host!r} sent a malformed HTTP response"
     return f"upstream {host!r} failed: {type(exc).__name__}"

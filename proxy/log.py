@@ -94,8 +94,20 @@ class Redactor:
 REDACTOR = Redactor()
 
 
+# The structlog level configure_logging set (0: not configured, everything passes).
+# Hot paths ask ``enabled(logging.INFO)`` before building an event at all.
+_MIN_LEVEL = 0
+
+
+def enabled(level: int) -> bool:
+    """Whether an event at ``level`` would be emitted (cheap; no logger is bound)."""
+    return level >= _MIN_LEVEL
+
+
 def configure_logging(fmt: str = "json", level: str = "info", stream: Any = None) -> None:
     """JSON lines (default) or a console renderer, on stderr."""
+    global _MIN_LEVEL
+    _MIN_LEVEL = _LEVELS.get(level, logging.INFO)
     stream = stream or sys.stderr
     renderer: Any
     if fmt == "console":

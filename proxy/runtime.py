@@ -72,6 +72,23 @@ RESPONSE_STRIPPED = frozenset(
 STREAM_BUFSIZE = 256 * 1024
 
 
+class _StrictConnector(aiohttp.TCPConnector):
+    """A pool that never reuses a connection the upstream wrote to while it was idle.
+
+    aiohttp parses bytes that arrive on a pooled keep-alive connection and
+    hands them to the next request as its response: an upstream that sends an
+    extra response (or garbage) would shift every later answer on that
+    connection to the wrong client. Such a connection is closed instead.
+    """
+
+    async def _get(self, key: Any, traces: Any) -> Any:
+        while True:
+            conn = await super()._get(key, traces)
+            if conn is None or not conn.protocol.should_close:
+                return conn
+            conn.close()
+
+
 @dataclass(eq=False)
 class RouteRuntime:
     """A route with its live scheme, pool and limits."""
@@ -84,6 +101,7 @@ class RouteRuntime:
     set_headers: tuple[tuple[istr, str], ...]
     base_path: str  # upstream base path, no trailing slash ('' for the root)
     base_url: str  # scheme://host[:port] + base_path
+    origin: str  # scheme://host[:port], computed once (str(URL.origin()) per request showed in profiles)
     needs_body: bool
     retries_401: bool
     in_flight: int = 0
@@ -121,7 +139,7 @@ class Runtime:
         key = (route.origin, route.tls.verify, route.tls.ca_file)
         session = self._sessions.get(key)
         if session is None:
-            connector = aiohttp.TCPConnector(
+            connector = _StrictConnector(
                 limit=0,  # per-route max_in_flight bounds concurrency instead
                 ssl=ssl_context_for(route),
                 keepalive_timeout=30,
@@ -172,6 +190,7 @@ class Runtime:
                         ),
                         base_path=base_path,
                         base_url=route.origin + base_path,
+                        origin=route.origin,
                         needs_body=bool(getattr(scheme, "needs_body", False)),
                         retries_401=type(scheme).on_unauthorized is not AuthScheme.on_unauthorized,
                     )

@@ -622,7 +622,9 @@ class TokenManager:
     def _fail(self, e: TokenError, started: float, background: bool) -> None:
         self._failures += 1
         ceiling = min(self.backoff_cap, self.backoff_base * (2 ** (self._failures - 1)))
-        delay = max(self.backoff_floor, self.rng.uniform(0.0, ceiling))
+        # "equal jitter": at least half the step, so a burst right after a failure
+        # never reaches the endpoint, yet many Signets do not retry in lockstep
+        delay = max(self.backoff_floor, ceiling / 2 + self.rng.uniform(0.0, ceiling / 2))
         self._retry_at = self.clock.monotonic() + delay
         self._last_reason = e.message
         self._count("token_fetches", outcome="error")

@@ -123,7 +123,7 @@ def upstream_app() -> web.Application:
     app.router.add_route("*", "/silent{tail:.*}", _silent)
     app.router.add_get("/drip", _drip)
     app.router.add_get("/cut", _cut)
-    app.router.add_route("*", "/{tail:.*}", _echo)
+    app.router.add_route("*", "/{tail:[\\s\\S]*}", _echo)  # any decoded path, CR/LF included
     return app
 
 

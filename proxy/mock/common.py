@@ -46,6 +46,7 @@ VENDOR = web.AppKey("vendor", str)
 
 MOCK_PREFIX = "/__mock/"  # no real vendor API lives here
 MAX_SHOWN_BODY = 4096
+MAX_RECORDED = 10_000  # a long-running `signet demo` keeps the newest requests only
 
 Verifier = Callable[[web.Request, bytes], None]  # raises Reject with the reason, returns when accepted
 _DIGITS = re.compile(r"[0-9]+\Z")
@@ -103,8 +104,9 @@ def check_window(field: str, value: str, ts: float, now: float, window: float) -
     skew = ts - now
     if abs(skew) > window:
         side = "ahead of" if skew > 0 else "behind"
+        seconds = f"{abs(skew):.3f}".rstrip("0").rstrip(".")
         raise Reject(
-            f"{field} {value!r} is {abs(skew):.0f} s {side} the server clock; "
+            f"{field} {value!r} is {seconds} s {side} the server clock; "
             f"the window is ±{window:g} s (stale, future or wrong unit)"
         )
 
@@ -150,11 +152,10 @@ def vendor_app(vendor: str, verify: Verifier, secrets: Iterable[str]) -> web.App
             verify(request, body)
         except Reject as exc:
             reason = scrub(str(exc), app[SECRETS])
-        app[RECORDED].append(
-            RecordedRequest(
-                request.method, request.raw_path, raw_headers(request), body, reason is None, reason
-            )
+        seen = RecordedRequest(
+            request.method, request.raw_path, raw_headers(request), body, reason is None, reason
         )
+        record(app, seen)
         if reason is not None:
             return web.json_response({"ok": False, "vendor": vendor, "error": reason}, status=401)
         path, query = split_raw(request)
@@ -173,6 +174,13 @@ def vendor_app(vendor: str, verify: Verifier, secrets: Iterable[str]) -> web.App
     app.router.add_delete(MOCK_PREFIX + "requests", _clear_recorded)
     app.router.add_route("*", r"/{tail:[\s\S]*}", handle)  # [\s\S]: even a decoded %0A matches
     return app
+
+
+def record(app: web.Application, request: RecordedRequest) -> None:
+    recorded = app[RECORDED]
+    recorded.append(request)
+    if len(recorded) > MAX_RECORDED:
+        del recorded[: len(recorded) - MAX_RECORDED]
 
 
 def recorded_json(app: web.Application) -> list[dict[str, Any]]:

@@ -179,3 +179,31 @@ async def test_threeplcentral_end_to_end(aiohttp_server: Any, signet_process: An
     assert json.loads(call.body) == {"grant_type": "client_credentials", "user_login": "guysmiley",
                                      "tpl": "{tpl-guid}"}
     register_issued(state)
+
+
+async def test_sign_fetch_token_hides_token_unless_show_secrets(aiohttp_server: Any, tmp_path: Any) -> None:
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    server = await aiohttp_server(create_app(client_id="cid", client_secret=CLIENT_SECRET), host="127.0.0.1")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(config_text([oauth_route(server)]))
+
+    def sign(*extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "proxy", "sign", "--config", str(cfg), "GET", "/o/items?x=1", *extra],
+            capture_output=True, text=True, env={"CS": CLIENT_SECRET, "PATH": "/usr/bin:/bin"}, cwd=ROOT,
+        )
+
+    state = server.app[OAUTH_STATE]
+    dry = await asyncio.to_thread(sign)
+    assert "Authorization: Bearer <token>" in dry.stdout and state.token_requests == 0
+    hidden = await asyncio.to_thread(sign, "--fetch-token")
+    assert hidden.returncode == 0, hidden.stderr
+    assert "Authorization: Bearer ***" in hidden.stdout and state.token_requests == 1
+    shown = await asyncio.to_thread(sign, "--fetch-token", "--show-secrets")
+    register_issued(state)
+    assert f"Authorization: Bearer {state.issued[-1]}" in shown.stdout
+    assert state.issued[0] not in hidden.stdout + hidden.stderr

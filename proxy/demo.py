@@ -25,27 +25,15 @@ from aiohttp import web
 from proxy.app import Signet
 from proxy.config import load_config_text
 
-# Obviously fake credentials. 3Commas and Quicklizard use their documentation's example pairs.
-CREDS: dict[str, dict[str, str]] = {
-    "threeclicks": {"api_key": "demo-3clicks-key", "api_secret": "demo-3clicks-secret-0001"},
-    "threecommas": {
-        "api_key": "vmPUZE6mv9SD5VNHk4HlWFsOr6aKE2zvsw0MuIgwCIPy6utIco14y7Ju91duEh8A",
-        "secret": "NhqPtmdSJYdKjVHjA7PZj4Mge3R5YNiP1e3UZjInClVN65XAbvqqM6A7H5fATj0j",
-    },
-    "apliiq": {"app_id": "demo-apliiq-app", "shared_secret": "demo-apliiq-shared-secret-0001"},
-    "quicklizard": {
-        "api_key": "ccae6d912a41bfefd569a77b5cd86603cde92e53cdd45813cba9e5bf080b3734",
-        "api_secret": "0d66f4f97239b4530a5ab226eede766657933948c4fdd1ea22e14773c8342ee5",
-    },
-    "threeplcentral": {
+# Obviously fake credentials for the token-based mocks; the signature vendors'
+# demo credentials live with their mocks (proxy.mock.vendors.DEMO_CREDENTIALS).
+TOKEN_CREDS: dict[str, dict[str, str]] = {
+    "threeplcentral": {  # 3PL Central's documentation example
         "client_id": "fr4zzl3d-g0rp-ni11-b0rk-cr4ck3rj4ck5",
         "client_secret": "rump3lstiltskin",
         "user_login": "guysmiley",
     },
     "oauth2": {"client_id": "demo-oauth-client", "client_secret": "demo-oauth-secret-0001"},
-    "static": {"value": "demo-static-token-0001"},
-    "basic": {"username": "demo-user", "password": "demo-password-0001"},
-    "bearer": {"token": "demo-bearer-token-0001"},
 }
 
 
@@ -58,99 +46,50 @@ class DemoRoute:
     example: str  # path and query to try
 
 
-def demo_routes() -> list[DemoRoute]:
-    from proxy.mock import apliiq, oauth, quicklizard, simple, threeclicks, threecommas
+# route name -> (mock credentials entry, upstream base path on the mock, example path and query)
+_SIGNED = {
+    "threeclicks-strict": ("threeclicks", "/api-user/v1", "/style/basic/detail?style_number=SO00123"),
+    "threeclicks-simple": ("threeclicks", "/api-user/v1", "/style/ABC%2F123?lang=en"),
+    "threecommas": ("threecommas", "/public/api/ver1", "/bots/84512/show?include_events=true"),
+    "apliiq": ("apliiq", "/api", "/Order?status=open"),
+    "quicklizard": ("quicklizard", "/api/v1", "/products?page=1"),
+    "static": ("static", "", "/items?x=1"),
+    "basic": ("basic", "", "/items?x=1"),
+    "bearer": ("bearer", "", "/items?x=1"),
+    "none": ("none", "", "/items?x=1"),
+}
 
-    c = CREDS
-    tc, ql, ap = c["threeclicks"], c["quicklizard"], c["apliiq"]
-    tpl, o2 = c["threeplcentral"], c["oauth2"]
-    st, ba, be = c["static"], c["basic"], c["bearer"]
-    return [
+
+def demo_routes() -> list[DemoRoute]:
+    from proxy.mock import oauth
+    from proxy.mock.vendors import DEMO_CREDENTIALS, demo_apps
+
+    routes = [
         DemoRoute(
-            "threeclicks-strict",
-            "/api-user/v1",
-            {"scheme": "threeclicks-strict", **tc},
-            lambda: threeclicks.create_app(mode="strict", **tc),
-            "/style/basic/detail?style_number=SO00123",
-        ),
+            name,
+            base_path,
+            {"scheme": name, **DEMO_CREDENTIALS[creds]},
+            lambda name=name: demo_apps()[name],  # type: ignore[misc]
+            example,
+        )
+        for name, (creds, base_path, example) in _SIGNED.items()
+    ]
+    tpl, o2 = TOKEN_CREDS["threeplcentral"], TOKEN_CREDS["oauth2"]
+    routes += [
         DemoRoute(
-            "threeclicks-simple",
-            "/api-user/v1",
-            {"scheme": "threeclicks-simple", **tc},
-            lambda: threeclicks.create_app(mode="simple", **tc),
-            "/style/ABC%2F123?lang=en",
-        ),
-        DemoRoute(
-            "threecommas",
-            "/public/api/ver1",
-            {"scheme": "threecommas", **c["threecommas"]},
-            lambda: threecommas.create_app(**c["threecommas"]),
-            "/bots/84512/show?include_events=true",
-        ),
-        DemoRoute(
-            "apliiq",
-            "/api",
-            {"scheme": "apliiq", **ap},
-            lambda: apliiq.create_app(**ap),
-            "/Order?status=open",
-        ),
-        DemoRoute(
-            "quicklizard",
-            "/api/v1",
-            {"scheme": "quicklizard", **ql},
-            lambda: quicklizard.create_app(**ql),
-            "/products?page=1",
-        ),
-        DemoRoute(
-            "threeplcentral",
-            "",
+            "threeplcentral", "",
             {"scheme": "threeplcentral", **tpl, "token_url": "{url}/AuthServer/api/Token"},
             lambda: oauth.threeplcentral_app(**tpl),
             "/customers/17?detail=all",
         ),
         DemoRoute(
-            "oauth2",
-            "/api",
+            "oauth2", "/api",
             {"scheme": "oauth2-client-credentials", **o2, "token_url": "{url}/oauth/token"},
             lambda: oauth.create_app(**o2),
             "/orders?limit=5",
         ),
-        DemoRoute(
-            "static",
-            "",
-            {"scheme": "static", "headers": {"X-Api-Token": st["value"]}},
-            lambda: simple.create_app(expect_headers={"X-Api-Token": st["value"]}),
-            "/items?x=1",
-        ),
-        DemoRoute(
-            "basic",
-            "",
-            {"scheme": "basic", **ba},
-            lambda: simple.create_app(expect_headers={"Authorization": _basic(ba)}),
-            "/items?x=1",
-        ),
-        DemoRoute(
-            "bearer",
-            "",
-            {"scheme": "bearer", **be},
-            lambda: simple.create_app(expect_headers={"Authorization": f"Bearer {be['token']}"}),
-            "/items?x=1",
-        ),
-        DemoRoute(
-            "none",
-            "",
-            {"scheme": "none"},
-            lambda: simple.create_app(forbid_headers=["Authorization", "Cookie"]),
-            "/items?x=1",
-        ),
     ]
-
-
-def _basic(creds: dict[str, str]) -> str:
-    import base64
-
-    raw = f"{creds['username']}:{creds['password']}".encode()
-    return "Basic " + base64.b64encode(raw).decode()
+    return routes
 
 
 class Demo:

@@ -17,14 +17,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from yarl import URL
 
-from proxy.demo import CREDS, demo_routes
+from proxy.demo import TOKEN_CREDS, demo_routes
 from proxy.mock.common import RECORDED
 from proxy.mock.oauth import OAUTH_STATE
+from proxy.mock.vendors import DEMO_CREDENTIALS
 from tests.conftest import ROOT, SUITE_SECRETS, config_text
 
-for _vendor in CREDS.values():
+for _vendor in [*DEMO_CREDENTIALS.values(), *TOKEN_CREDS.values()]:
     for _name, _value in _vendor.items():
-        if "secret" in _name or _name in ("password", "token", "value"):
+        if "secret" in _name or _name in ("password", "token"):
             SUITE_SECRETS.add(_value)
 
 HOSTILE = {

@@ -13,8 +13,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from proxy.config import DEFAULT_CONFIG_PATH, Settings, load_config
-from proxy.errors import ConfigError, SignetError
+from proxy.config import DEFAULT_CONFIG_PATH, Settings, load_config, unsafe_listen
+from proxy.errors import ConfigError, ConfigProblem, SignetError
 from proxy.log import configure_logging, get_logger
 
 
@@ -177,7 +177,14 @@ def run_server(
 
     def load() -> Settings:
         s = load_config(path)
-        return dataclasses.replace(s, **overrides) if overrides else s
+        if not overrides:
+            return s
+        s = dataclasses.replace(s, **overrides)
+        # --listen must not bypass the config's rule about non-loopback addresses
+        why = unsafe_listen(s.listen[0], s.clients is not None, s.allow_unauthenticated)
+        if why:
+            raise ConfigError([ConfigProblem("--listen", why)], path)
+        return s
 
     settings = load()
     log = get_logger("signet")

@@ -495,6 +495,18 @@ def parse_hostport(value: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def unsafe_listen(host: str, has_clients: bool, allow_unauthenticated: bool) -> str | None:
+    """Why listening on ``host`` is refused, or None when it is fine."""
+    if is_loopback(host) or has_clients or allow_unauthenticated:
+        return None
+    return (
+        f"listening on {host} (not loopback) without inbound authentication would let "
+        "anyone who can reach this address use every vendor credential in this file; "
+        "add a 'clients' section with tokens, or set 'allow_unauthenticated: true' if a "
+        "network policy already restricts who can connect"
+    )
+
+
 def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -678,19 +690,8 @@ def _build_settings(
             )
         clients = tuple(built_clients)
 
-    if (
-        listen[0]
-        and not is_loopback(listen[0])
-        and not model.clients
-        and not model.allow_unauthenticated
-    ):
-        problems.add(
-            ("listen",),
-            f"listening on {listen[0]} (not loopback) without inbound authentication would let "
-            "anyone who can reach this address use every vendor credential in this file; "
-            "add a 'clients' section with tokens, or set 'allow_unauthenticated: true' if a "
-            "network policy already restricts who can connect",
-        )
+    if listen[0] and (why := unsafe_listen(listen[0], bool(model.clients), model.allow_unauthenticated)):
+        problems.add(("listen",), why)
 
     for r in routes:
         secrets.update(_option_secrets(r.auth))

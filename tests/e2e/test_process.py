@@ -318,3 +318,14 @@ def test_check_command(tmp_path: Any) -> None:
         [sys.executable, "-m", "proxy", "check", "--bogus"], capture_output=True, text=True
     )
     assert out.returncode == 2
+
+
+def test_listen_override_cannot_bypass_the_loopback_rule(tmp_path: Any) -> None:
+    import subprocess
+    import sys
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(config_text([{"name": "a", "prefix": "/a", "upstream": "http://h"}]))
+    out = subprocess.run([sys.executable, "-m", "proxy", "serve", "--config", str(cfg), "--listen", "0.0.0.0:0"],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 1 and "--listen" in out.stderr and "clients" in out.stderr

@@ -41,8 +41,8 @@ import sys
 import time
 from typing import Any
 
-from proxy.config import load_config, parse_hostport
-from proxy.errors import ConfigError
+from proxy.config import load_config, parse_hostport, unsafe_listen
+from proxy.errors import ConfigError, ConfigProblem
 from proxy.log import configure_logging, get_logger
 
 WORKER_SPEC_ENV = "SIGNET_WORKER_SPEC"
@@ -62,6 +62,10 @@ def run_workers(args: argparse.Namespace, workers: int) -> int:
     settings = load_config(path)  # ConfigError -> exit 1 in cli.main
     listen = parse_hostport(args.listen) if args.listen else settings.listen
     admin = parse_hostport(args.admin_listen) if args.admin_listen else settings.admin_listen
+    # --listen must not bypass the config's rule about non-loopback addresses (as in run_server)
+    why = unsafe_listen(listen[0], settings.clients is not None, settings.allow_unauthenticated)
+    if why:
+        raise ConfigError([ConfigProblem("--listen", why)], path)
     sup = Supervisor(
         path,
         workers,

@@ -1,0 +1,71 @@
+"""`python bench/run.py --quick` works end to end (CI proves the benchmark runs; no timing asserted)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SEARCH = os.environ.get("PATH", "") + os.pathsep + "/usr/sbin:/sbin:/usr/local/sbin"
+
+pytestmark = pytest.mark.skipif(
+    not (shutil.which("nginx", path=SEARCH) and shutil.which("wrk", path=SEARCH)),
+    reason="nginx and wrk are not installed (Debian: apt-get install nginx wrk curl); "
+    "the benchmark smoke test needs both",
+)
+
+HTTP_ROWS = (
+    "direct",
+    "nginx",
+    "signet-none",
+    "signet-sign",
+    "signet-oauth",
+    "passthrough50",
+    "signet-none+log",
+)
+
+
+@pytest.mark.timeout(300)
+def test_quick_benchmark_prints_table_and_json(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "run.py"), "--quick", "--no-install", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=280,
+        cwd=ROOT,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    table = proc.stdout
+    for row in HTTP_ROWS:
+        assert f"\n{row} " in table, table
+    for section in ("ratios", "streaming", "signing cost", "scaling", "targets:"):
+        assert section in table, table
+
+    data = json.loads(out.read_text())
+    assert set(data["http"]) == set(HTTP_ROWS)
+    for row in HTTP_ROWS:
+        for c in ("c50", "c10"):
+            cell = data["http"][row][c]
+            assert cell["rps"] > 0 and cell["p50_ms"] > 0 and cell["p99_ms"] >= cell["p50_ms"]
+            assert cell["errors"] == 0, (row, c, cell)
+    assert data["ratios"]["signet-none/nginx"] is not None
+    assert data["ratios"]["signet-sign/signet-none"] is not None
+    s = data["streaming"]
+    assert set(s["mb_per_s"]) >= {"direct", "signet"} and s["ratio_signet_direct"] > 0
+    assert s["signet_rss_peak_mib"] >= s["signet_rss_base_mib"] > 0
+    schemes = {r["scheme"] for r in data["signing"]}
+    assert {"none", "threecommas", "oauth2 (cached token)", "hmac (recipe)"} <= schemes
+    assert all(r["us_per_signature"] > 0 for r in data["signing"])
+    assert data["scaling"]["signet-none-2w"]["rps"] > 0 and data["scaling"]["nginx-2w"]["rps"] > 0
+    assert data["targets"]
+    # nothing left running: no nginx from this run
+    leftovers = subprocess.run(["pgrep", "-f", "signet-bench-"], capture_output=True, text=True, check=False)
+    assert not leftovers.stdout.strip(), leftovers.stdout

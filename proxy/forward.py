@@ -258,11 +258,10 @@ class ProxyHandler:
                 scheme_host=route.origin,
             )
             result = await route.scheme.apply(prepared)
-            send_headers = headers
-            if result.headers:
-                send_headers = headers.copy()
-                for k, v in result.headers.items():
-                    send_headers[k] = v
+            # headers is this request's own copy: set the scheme's values in place
+            # (a retry sets them again, replacing the first attempt's)
+            for k, v in result.headers.items():
+                headers[k] = v
             final_query = query if result.query is None else result.query
             url = URL(
                 route.origin + upstream_path + ("?" + final_query if final_query else ""),
@@ -274,7 +273,7 @@ class ProxyHandler:
                 upstream = await route.session.request(
                     request.method,
                     url,
-                    headers=send_headers,
+                    headers=headers,
                     data=data if (has_body or body) else None,
                     allow_redirects=False,
                     timeout=route.timeout,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import socket
 from collections.abc import Callable
 from typing import Any
@@ -226,6 +227,35 @@ class Signet:
 
     async def __aexit__(self, *exc: Any) -> None:
         await self.stop()
+
+
+async def serve_until_stopped(
+    app: Signet, load: Callable[[], Settings], after_start: Callable[[], bool] | None = None
+) -> int:
+    """Run ``app`` until SIGTERM/SIGINT (then drain); SIGHUP reloads with ``load``.
+
+    ``after_start`` runs once the listeners are up; returning False stops at once (exit 1).
+    """
+    loop = asyncio.get_running_loop()
+    await app.start()
+    if after_start is not None and not after_start():
+        await app.stop()
+        return 1
+    stop = asyncio.Event()
+    reloads: set[asyncio.Task[bool]] = set()
+
+    def on_hup() -> None:
+        log.info("reload_requested", signal="SIGHUP")
+        task = asyncio.create_task(app.reload(load))
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, on_hup)
+    await stop.wait()
+    await app.stop()
+    return 0
 
 
 def create_app(settings: Settings, **kwargs: Any) -> Signet:

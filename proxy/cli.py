@@ -8,14 +8,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import signal
 import sys
 from collections.abc import Sequence
 from typing import Any
 
 from proxy.config import DEFAULT_CONFIG_PATH, Settings, load_config, unsafe_listen
 from proxy.errors import ConfigError, ConfigProblem, SignetError
-from proxy.log import configure_logging, get_logger
+from proxy.log import configure_logging
 
 
 def _default_config() -> str:
@@ -173,7 +172,7 @@ def run_server(
     """Serve until SIGTERM/SIGINT; SIGHUP reloads. Runs on uvloop when installed."""
     import dataclasses
 
-    from proxy.app import Signet
+    from proxy.app import Signet, serve_until_stopped
 
     def load() -> Settings:
         s = load_config(path)
@@ -186,30 +185,8 @@ def run_server(
             raise ConfigError([ConfigProblem("--listen", why)], path)
         return s
 
-    settings = load()
-    log = get_logger("signet")
-
-    async def serve() -> int:
-        loop = asyncio.get_running_loop()
-        app = Signet(settings, config_path=path, reuse_port=reuse_port)
-        await app.start()
-        stop = asyncio.Event()
-        reloads: set[asyncio.Task[bool]] = set()
-
-        def on_hup() -> None:
-            log.info("reload_requested", signal="SIGHUP")
-            task = asyncio.create_task(app.reload(load))
-            reloads.add(task)
-            task.add_done_callback(reloads.discard)
-
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        loop.add_signal_handler(signal.SIGHUP, on_hup)
-        await stop.wait()
-        await app.stop()
-        return 0
-
-    return run_async(serve())
+    app = Signet(load(), config_path=path, reuse_port=reuse_port)
+    return int(run_async(serve_until_stopped(app, load)))
 
 
 def run_async(coro: Any) -> Any:

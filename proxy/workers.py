@@ -348,7 +348,7 @@ def _die_with_parent() -> None:
 def worker_main() -> int:
     import structlog
 
-    from proxy.app import Signet
+    from proxy.app import Signet, serve_until_stopped
     from proxy.cli import run_async
 
     spec = json.loads(os.environ.pop(WORKER_SPEC_ENV))
@@ -380,32 +380,15 @@ def worker_main() -> int:
         wlog.error("worker_config_error", problems=[str(p) for p in exc.problems])
         return 1
 
-    async def serve() -> int:
-        loop = asyncio.get_running_loop()
-        app = Signet(settings, config_path=path, reuse_port=True)
-        await app.start()
+    def announce() -> bool:
         if os.getppid() != ppid:  # the supervisor died before prctl took effect
-            await app.stop()
-            return 1
+            return False
         sys.stdout.write(json.dumps({"pid": pid, "admin": app.admin_url}) + "\n")
         sys.stdout.flush()
-        stop = asyncio.Event()
-        reloads: set[asyncio.Task[bool]] = set()
+        return True
 
-        def on_hup() -> None:
-            wlog.info("reload_requested", signal="SIGHUP")
-            task = asyncio.create_task(app.reload(load))
-            reloads.add(task)
-            task.add_done_callback(reloads.discard)
-
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        loop.add_signal_handler(signal.SIGHUP, on_hup)
-        await stop.wait()
-        await app.stop()
-        return 0
-
-    return int(run_async(serve()))
+    app = Signet(settings, config_path=path, reuse_port=True)
+    return int(run_async(serve_until_stopped(app, load, announce)))
 
 
 if __name__ == "__main__":

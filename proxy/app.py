@@ -10,6 +10,7 @@ plain ``web.Application``.
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
 import socket
@@ -29,6 +30,36 @@ from proxy.runtime import Runtime
 
 log = get_logger("signet")
 
+# gen0 threshold of a serving process (CPython's default is 700); see tune_gc().
+GC_GEN0_THRESHOLD = 7000
+
+
+def tune_gc() -> None:
+    """Collector settings for a process whose job is serving: freeze the startup heap.
+
+    Startup leaves ~50k container objects (modules, pydantic models, structlog,
+    prometheus, the pools) that every full collection traversed again under
+    load: ~3 % of CPU and 30 ms pauses (the p99). ``gc.freeze()`` takes what is
+    alive now out of the collector's sight; it is still freed by reference
+    counting, and a reload unfreezes and freezes again (``_refreeze``).
+
+    The gen0 threshold goes from 700 to 7000: steady proxying makes almost no
+    cyclic garbage, yet at 700 the collector ran every ~30 requests to scan
+    (and promote to older generations) the objects of requests in flight.
+    Measured (bench/RESULTS.md): +7.5 % req/s at c50, p99 20.8 -> 12.0 ms.
+    """
+    gc.collect()
+    gc.freeze()
+    _, gen1, gen2 = gc.get_threshold()
+    gc.set_threshold(GC_GEN0_THRESHOLD, gen1, gen2)
+
+
+def _refreeze() -> None:
+    """After a reload retired the old runtime: let its frozen cycles be collected."""
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
+
 
 class Signet:
     """One proxy instance: its listeners, its current runtime, its lifecycle."""
@@ -41,12 +72,14 @@ class Signet:
         metrics: Metrics | None = None,
         config_path: str | None = None,
         reuse_port: bool = False,
+        tune_gc: bool = False,
     ) -> None:
         self.settings = settings
         self.clock = clock
         self.metrics = metrics or Metrics()
         self.config_path = config_path
         self.reuse_port = reuse_port
+        self.tune_gc = tune_gc  # the serving process (signet serve, a worker), not tests
         self.ready = False
         self.draining = False
         self.runtime: Runtime | None = None
@@ -102,6 +135,8 @@ class Signet:
         )
         await admin_site.start()
         self.admin_address = _bound(admin_site)
+        if self.tune_gc:
+            tune_gc()
         self.ready = True
         log.info(
             "listening",
@@ -196,6 +231,9 @@ class Signet:
         await old.wait_idle(longest + self.settings.shutdown_grace)
         await old.close()
         REDACTOR.set_static(self.runtime.secret_values() if self.runtime else set())
+        if self.tune_gc:
+            del old  # this frame's reference: the old runtime must be collectable now
+            _refreeze()
 
     # -------------------------------------------------------------- stop
 

@@ -185,7 +185,7 @@ def run_server(
             raise ConfigError([ConfigProblem("--listen", why)], path)
         return s
 
-    app = Signet(load(), config_path=path, reuse_port=reuse_port)
+    app = Signet(load(), config_path=path, reuse_port=reuse_port, tune_gc=True)
     return int(run_async(serve_until_stopped(app, load)))
 
 

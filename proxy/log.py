@@ -124,7 +124,7 @@ def configure_logging(fmt: str = "json", level: str = "info", stream: Any = None
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS.get(level, logging.INFO)),
-        logger_factory=structlog.PrintLoggerFactory(stream),
+        logger_factory=structlog.WriteLoggerFactory(stream),  # one write per line: workers share stderr
         cache_logger_on_first_use=False,
     )
     # aiohttp and asyncio log through stdlib logging; route them to stderr too,

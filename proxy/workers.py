@@ -387,7 +387,7 @@ def worker_main() -> int:
         sys.stdout.flush()
         return True
 
-    app = Signet(settings, config_path=path, reuse_port=True)
+    app = Signet(settings, config_path=path, reuse_port=True, tune_gc=True)
     return int(run_async(serve_until_stopped(app, load, announce)))
 
 

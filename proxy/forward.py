@@ -39,6 +39,7 @@ from proxy.errors import (
 from proxy.log import enabled as log_enabled
 from proxy.log import get_logger
 from proxy.metrics import Metrics, status_class
+from proxy.neterrors import client_error_reason, is_tls_failure
 from proxy.routes import check_request_target
 from proxy.runtime import RESPONSE_STRIPPED, RouteRuntime, Runtime
 
@@ -531,18 +532,7 @@ def _timeout_message(route: RouteRuntime, exc: BaseException) -> str:
 
 
 def _unreachable_message(route: RouteRuntime, exc: aiohttp.ClientError) -> str:
-    host = route.route.upstream.host
-    if isinstance(exc, aiohttp.ClientConnectorDNSError):
-        return f"cannot resolve upstream host {host!r}"
-    if isinstance(exc, aiohttp.ClientConnectorCertificateError | aiohttp.ClientSSLError):
-        return f"TLS handshake with {host!r} failed (certificate not trusted? set tls.ca_file)"
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        reason = (
-            exc.os_error.strerror if exc.os_error and exc.os_error.strerror else "connection failed"
-        )
-        return f"cannot connect to upstream {host}:{exc.port} ({reason})"
-    if isinstance(exc, aiohttp.ServerDisconnectedError):
-        return f"upstream {host!r} closed the connection before answering"
-    if isinstance(exc, aiohttp.ClientResponseError):  # the response head did not parse
-        return f"upstream {host!r} sent a malformed HTTP response"
-    return f"upstream {host!r} failed: {type(exc).__name__}"
+    url = route.route.upstream
+    hint = " (a private CA? set tls.ca_file)" if is_tls_failure(exc) else ""
+    what = "cannot connect to upstream" if isinstance(exc, aiohttp.ClientConnectorError) else "upstream"
+    return f"{what} {url.host}:{url.port}: {client_error_reason(exc)}{hint}"

@@ -38,6 +38,7 @@ from yarl import URL
 from proxy.clock import SYSTEM_CLOCK, Clock
 from proxy.errors import TokenError
 from proxy.log import REDACTOR
+from proxy.neterrors import client_error_reason
 
 log = structlog.get_logger("signet.tokens")
 
@@ -377,14 +378,11 @@ class ClientCredentialsFetcher:
                 f"token endpoint {self.endpoint} timed out: no answer within "
                 f"{self.read_timeout:g} s"
             ) from None
-        except aiohttp.ClientConnectorError as e:
-            raise TokenFetchError(
-                f"cannot connect to token endpoint {self.endpoint}: {_os_reason(e)}"
-            ) from None
         except aiohttp.ClientError as e:
-            raise TokenFetchError(
-                f"token request to {self.endpoint} failed: {_client_reason(e)}"
-            ) from None
+            reason = sanitize(client_error_reason(e), limit=80)
+            if isinstance(e, aiohttp.ClientConnectorError):
+                raise TokenFetchError(f"cannot connect to token endpoint {self.endpoint}: {reason}") from None
+            raise TokenFetchError(f"token request to {self.endpoint} failed: {reason}") from None
         except RuntimeError as e:  # session closed underneath us
             if self._closed:
                 raise TokenFetchError("token client is closed (the config was replaced)") from None
@@ -400,30 +398,6 @@ class ClientCredentialsFetcher:
             default_expires_in=self.spec.default_expires_in,
             secrets=self._secrets(),
         )
-
-
-def _os_reason(e: aiohttp.ClientConnectorError) -> str:
-    os_error = getattr(e, "os_error", None)
-    if isinstance(os_error, ConnectionRefusedError):
-        return "connection refused"
-    if isinstance(e, aiohttp.ClientConnectorCertificateError):
-        return "TLS certificate verification failed"
-    if isinstance(e, aiohttp.ClientSSLError):
-        return "TLS handshake failed"
-    if isinstance(e, aiohttp.ClientConnectorDNSError):
-        return "DNS lookup failed"
-    strerror = getattr(os_error, "strerror", None)
-    return sanitize(strerror or type(os_error or e).__name__, limit=80)
-
-
-def _client_reason(e: aiohttp.ClientError) -> str:
-    if isinstance(e, aiohttp.ServerDisconnectedError):
-        return "server disconnected"
-    if isinstance(e, aiohttp.ClientPayloadError):
-        return "incomplete answer"
-    if isinstance(e, aiohttp.ClientOSError):
-        return sanitize(e.strerror or type(e).__name__, limit=80)
-    return type(e).__name__
 
 
 # --------------------------------------------------------------------------- manager

@@ -339,7 +339,7 @@ async def test_dns_name_that_does_not_resolve(make_signet: Any) -> None:
         make_signet, [route("http://no-such-host.signet-test.invalid:8080")], "/up/x"
     )
     assert status == 502 and headers["X-Signet-Error"] == "upstream_unreachable"
-    assert "cannot resolve" in event["message"] and "signet-test.invalid" in event["message"]
+    assert "DNS lookup failed" in event["message"] and "signet-test.invalid" in event["message"]
 
 
 # ------------------------------------------------------------------ TLS upstream

@@ -32,7 +32,7 @@ from yarl import URL
 from proxy.auth import SCHEMES, SchemeOptions
 from proxy.auth.base import AuthScheme
 from proxy.errors import ConfigError, ConfigProblem
-from proxy.secret import Secret, reveal
+from proxy.secret import Secret, reveal, secret_values_in
 
 Loc = tuple[str | int, ...]
 
@@ -694,7 +694,7 @@ def _build_settings(
         problems.add(("listen",), why)
 
     for r in routes:
-        secrets.update(_option_secrets(r.auth))
+        secrets.update(secret_values_in(r.auth))
 
     if problems.items:
         return None
@@ -709,19 +709,3 @@ def _build_settings(
         source=source,
         secret_values=frozenset(s for s in secrets if s),
     )
-
-
-def _option_secrets(value: Any) -> set[str]:
-    out: set[str] = set()
-    if isinstance(value, Secret):
-        out.add(value.reveal())
-    elif isinstance(value, BaseModel):
-        for v in value.__dict__.values():
-            out |= _option_secrets(v)
-    elif isinstance(value, Mapping):
-        for v in value.values():
-            out |= _option_secrets(v)
-    elif isinstance(value, list | tuple):
-        for v in value:
-            out |= _option_secrets(v)
-    return out

@@ -24,7 +24,7 @@ from aiohttp import web
 from multidict import CIMultiDict, istr
 from yarl import URL
 
-from proxy.auth import AuthResult, UpstreamRequest
+from proxy.auth import UpstreamRequest
 from proxy.errors import (
     BadRequest,
     BodyTooLarge,
@@ -230,7 +230,7 @@ class ProxyHandler:
         if route.route.forward_client_info:
             client_info = (request.remote or "", request.scheme)
         headers = upstream_headers(request.headers, route, rid, client_info)
-        upstream_path = (route.base_path + rest) or "/"
+        upstream_path = route.upstream_path(rest)
 
         buffered = route.needs_body or route.retries_401
         if buffered:
@@ -264,10 +264,7 @@ class ProxyHandler:
             for k, v in result.headers.items():
                 headers[k] = v
             final_query = query if result.query is None else result.query
-            url = URL(
-                route.origin + upstream_path + ("?" + final_query if final_query else ""),
-                encoded=True,
-            )
+            url = URL(route.upstream_url(upstream_path, final_query), encoded=True)
             data: Any = body if body is not None else stream
             t0 = time.perf_counter()
             try:
@@ -309,7 +306,7 @@ class ProxyHandler:
             ):
                 upstream.close()
                 continue
-            return await self._stream_back(request, upstream, route, rid, info, result)
+            return await self._stream_back(request, upstream, route, rid, info)
 
     async def _read_body(self, request: web.BaseRequest, route: RouteRuntime) -> bytes:
         """Buffer a body that must be signed, refusing at the limit without reading on."""
@@ -337,7 +334,6 @@ class ProxyHandler:
         route: RouteRuntime,
         rid: str,
         info: dict[str, Any],
-        result: AuthResult,
     ) -> web.StreamResponse:
         try:
             response = _ProxyResponse(status=upstream.status, reason=upstream.reason)
@@ -363,14 +359,12 @@ class ProxyHandler:
                     else:
                         chunk = await content.readany()
                 except TimeoutError:
-                    info["bytes_out"] = written
                     _abort(request)  # the client must see a truncated response, not a complete one
                     raise _Aborted(
                         "upstream_timeout",
                         f"upstream sent nothing for {route.route.timeout.read}s mid-body",
                     ) from None
                 except aiohttp.ClientError as exc:
-                    info["bytes_out"] = written
                     _abort(request)
                     raise _Aborted(
                         "upstream_reset",
@@ -381,13 +375,11 @@ class ProxyHandler:
                 try:
                     await response.write(chunk)
                 except ConnectionError:  # includes aiohttp's ClientConnectionResetError
-                    info["bytes_out"] = written
                     raise _Aborted(
                         "client_disconnected", "client disconnected mid-response"
                     ) from None
                 written += len(chunk)
-                info["bytes_out"] = written  # kept current: a cancelled request logs it too
-            info["bytes_out"] = written
+                info["bytes_out"] = written  # kept current: every way out logs it
             await response.write_eof()
             return response
         finally:

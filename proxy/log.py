@@ -53,12 +53,8 @@ class Redactor:
         merged: set[str] = set(self._static)
         for vals in self._dynamic.values():
             merged |= vals
-        self.set_values(merged)
-
-    def set_values(self, values: Iterable[str]) -> None:
-        # very short values would mask ordinary words; config rejects none of them,
-        # but 3+ characters keeps the mask meaningful
-        vals = frozenset(v for v in values if v and len(v) >= 3)
+        # very short values would mask ordinary words; 3+ characters keeps the mask meaningful
+        vals = frozenset(v for v in merged if v and len(v) >= 3)
         if vals == self._values:
             return
         self._values = vals
@@ -67,11 +63,6 @@ class Redactor:
             return
         ordered = sorted(vals, key=len, reverse=True)  # longest first: no partial masks
         self._pattern = re.compile("|".join(re.escape(v) for v in ordered))
-
-    def add_values(self, values: Iterable[str]) -> None:
-        new = frozenset(v for v in values if v and len(v) >= 3) - self._values
-        if new:
-            self.set_values(self._values | new)
 
     def redact(self, text: str) -> str:
         pattern = self._pattern

@@ -100,7 +100,6 @@ class RouteRuntime:
     stripped: frozenset[str]
     set_headers: tuple[tuple[istr, str], ...]
     base_path: str  # upstream base path, no trailing slash ('' for the root)
-    base_url: str  # scheme://host[:port] + base_path
     origin: str  # scheme://host[:port], computed once (str(URL.origin()) per request showed in profiles)
     needs_body: bool
     retries_401: bool
@@ -110,6 +109,14 @@ class RouteRuntime:
     @property
     def name(self) -> str:
         return self.route.name
+
+    def upstream_path(self, rest: str) -> str:
+        """The raw path sent upstream: the base path plus what follows the prefix."""
+        return (self.base_path + rest) or "/"
+
+    def upstream_url(self, path: str, query: str) -> str:
+        """The full raw URL sent upstream (what the pipeline sends and ``sign`` prints)."""
+        return self.origin + path + ("?" + query if query else "")
 
 
 def ssl_context_for(route: Route) -> ssl.SSLContext | bool:
@@ -189,7 +196,6 @@ class Runtime:
                             (istr(k), reveal(v)) for k, v in route.set_headers.items()
                         ),
                         base_path=base_path,
-                        base_url=route.origin + base_path,
                         origin=route.origin,
                         needs_body=bool(getattr(scheme, "needs_body", False)),
                         retries_401=type(scheme).on_unauthorized is not AuthScheme.on_unauthorized,

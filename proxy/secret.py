@@ -8,8 +8,10 @@ that really needs the value calls :meth:`Secret.reveal` at the point of use.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from typing import Any
 
+from pydantic import BaseModel
 from pydantic_core import core_schema
 
 MASK = "***"
@@ -61,6 +63,21 @@ class Secret:
             to_secret,
             serialization=core_schema.plain_serializer_function_ser_schema(lambda v: MASK),
         )
+
+
+def secret_values_in(value: Any) -> Iterator[str]:
+    """Every secret held in ``value``: a Secret, or one inside a model, mapping or sequence."""
+    if isinstance(value, Secret):
+        yield value.reveal()
+    elif isinstance(value, BaseModel):
+        for v in value.__dict__.values():
+            yield from secret_values_in(v)
+    elif isinstance(value, Mapping):
+        for v in value.values():
+            yield from secret_values_in(v)
+    elif isinstance(value, list | tuple):
+        for v in value:
+            yield from secret_values_in(v)
 
 
 def reveal(value: str | Secret) -> str:

@@ -65,14 +65,14 @@ async def dry_run(
         if body:
             client_headers["Content-Length"] = str(len(body))
         out = upstream_headers(client_headers, route, "signet-sign-" + uuid.uuid4().hex[:8])
-        upstream_path = (route.base_path + rest) or "/"
+        upstream_path = route.upstream_path(rest)
         request = UpstreamRequest(
             method=method,
             path=upstream_path,
             query=query,
             headers=out,
             body=body if route.needs_body else None,
-            scheme_host=route.route.origin,
+            scheme_host=route.origin,
         )
         placeholder = getattr(route.scheme, "placeholder_result", None)
         if placeholder is not None and not fetch_token:
@@ -84,7 +84,7 @@ async def dry_run(
         for k, v in result.headers.items():
             out[k] = v
         final_query = query if result.query is None else result.query
-        url = route.route.origin + upstream_path + ("?" + final_query if final_query else "")
+        url = route.upstream_url(upstream_path, final_query)
         secrets = runtime.secret_values() if not show_secrets else set()
         lines = [f"{method} {url}"]
         for name, value in out.items():

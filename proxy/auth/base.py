@@ -26,7 +26,7 @@ from urllib.parse import quote
 from pydantic import BaseModel, ConfigDict
 
 from proxy.clock import SYSTEM_CLOCK, Clock
-from proxy.secret import Secret
+from proxy.secret import secret_values_in
 
 
 class SchemeOptions(BaseModel):
@@ -119,22 +119,10 @@ class AuthScheme:
 
     def secret_values(self) -> Iterable[str]:
         """Every secret this scheme holds, for log and output redaction."""
-        for value in self.options.__dict__.values():
-            yield from _secrets_in(value)
+        return secret_values_in(self.options)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} route={self.context.route!r}>"
-
-
-def _secrets_in(value: Any) -> Iterable[str]:
-    if isinstance(value, Secret):
-        yield value.reveal()
-    elif isinstance(value, Mapping):
-        for v in value.values():
-            yield from _secrets_in(v)
-    elif isinstance(value, list | tuple):
-        for v in value:
-            yield from _secrets_in(v)
 
 
 _QUERY_SAFE = "-._~!$'()*,;:@/?"

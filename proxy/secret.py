@@ -80,6 +80,22 @@ def secret_values_in(value: Any) -> Iterator[str]:
             yield from secret_values_in(v)
 
 
+def value_problem(value: str) -> str | None:
+    """Why a secret's value cannot be sent, or None when it can.
+
+    One rule for every secret-bearing value, whatever its source (environment,
+    file, Vault, a refresh): an empty value is almost always a missing
+    variable, and a control byte (a stray CR/LF in the middle of a file) can
+    never go in an HTTP header. The answer names the problem, never the value.
+    """
+    if not value:
+        return "is empty"
+    for ch in value:
+        if (ch < " " and ch != "\t") or ch == "\x7f":
+            return f"contains a control character (U+{ord(ch):04X}), which cannot be sent in a header"
+    return None
+
+
 def reveal(value: str | Secret) -> str:
     """The plain text of a value that may or may not be secret."""
     return value.reveal() if isinstance(value, Secret) else value

@@ -258,7 +258,7 @@ async def _run(args: argparse.Namespace) -> int:
         for line in demo.curl_lines():
             print("  " + line)
         print(
-            f"\nEach request logs one line below (--log-level {args.log_level}; "
+            f"\nLogs: one line per request below (--log-level {args.log_level}; "
             "--log-level warning for quiet, debug for more)."
         )
         print("Press Ctrl-C to stop.")

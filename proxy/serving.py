@@ -32,5 +32,7 @@ def run_async(coro: Coroutine[Any, Any, T]) -> T:
 
 
 def os_reason(exc: OSError) -> str:
-    """The words of an OS error without its errno prefix (``address already in use``)."""
+    """The OS's words for an error (``address already in use``), without asyncio's wrapping."""
+    if exc.errno:
+        return os.strerror(exc.errno).lower()
     return (exc.strerror or type(exc).__name__).lower()

@@ -45,3 +45,17 @@ def test_address_in_use_is_one_line(
     assert f"127.0.0.1:{taken}" in line and "address already in use" in line
     assert f"'{setting}'" in line and f"{flag} HOST:PORT" in line
     assert "Traceback" not in out.stderr and "Unclosed" not in out.stderr
+
+
+@pytest.mark.parametrize("flag", ["--listen", "--admin-listen"])
+def test_demo_address_in_use_is_one_line(taken: int, flag: str) -> None:
+    other = "--admin-listen" if flag == "--listen" else "--listen"
+    out = subprocess.run(
+        [sys.executable, "-m", "proxy", "demo", flag, f"127.0.0.1:{taken}", other, "127.0.0.1:0"],
+        capture_output=True, text=True, timeout=90, cwd=ROOT,
+    )
+    assert out.returncode == 1
+    assert out.stderr.strip().splitlines() == [
+        f"signet demo: cannot listen on 127.0.0.1:{taken} (address already in use); "
+        f"pass another address, e.g. {flag} 127.0.0.1:{'18080' if flag == '--listen' else '19191'}"
+    ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import subprocess
 import sys
+from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,9 @@ import pytest
 from proxy.cli import main
 from proxy.config import load_config_text
 from proxy.errors import ConfigError
+from proxy.log import configure_logging
 from proxy.workers import run_workers
+from tests.conftest import _IN_PROCESS_LOG as SUITE_LOG
 from tests.conftest import ROOT, secret
 
 TC_KEY = secret("check-threecommas-key-5Rq")
@@ -26,6 +29,13 @@ LITERAL_SECRET = secret("check-literal-bearer-Vb2")
 
 HMAC_BODY = '{method}\\n{path}\\n{body_sha256}'
 HMAC_NO_BODY = '{method}\\n{path}\\n{timestamp}'
+
+
+@pytest.fixture(autouse=True)
+def _suite_logging() -> Iterator[None]:
+    """main() configures logging onto the captured stderr: give the suite its log back after."""
+    yield
+    configure_logging("json", "debug", stream=SUITE_LOG)
 
 
 def _write(tmp_path: Path, text: str) -> str:

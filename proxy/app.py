@@ -1,7 +1,8 @@
 """The running server: proxy listener, admin listener, reload and drain.
 
-``create_app(settings)`` builds a :class:`Signet` that tests start in-process
-on port 0; ``signet serve`` wraps it with signal handling (``proxy.cli``).
+A :class:`Signet` is one proxy instance: tests start it in-process on port 0,
+``signet serve`` and each ``--workers`` worker run it under
+:func:`serve_until_stopped` (signals, reload, drain).
 The proxy listener uses aiohttp's low-level ``web.Server`` (no router, no
 middlewares, no access log: Signet writes its own line), the admin listener a
 plain ``web.Application``.
@@ -13,7 +14,6 @@ import asyncio
 import gc
 import os
 import signal
-import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -21,12 +21,13 @@ from aiohttp import web
 
 from proxy.clock import SYSTEM_CLOCK, Clock
 from proxy.config import Settings, load_config
-from proxy.errors import ConfigError
+from proxy.errors import ConfigError, ListenError
 from proxy.forward import ProxyHandler
 from proxy.log import REDACTOR, get_logger
 from proxy.metrics import Metrics
 from proxy.protocol import SignetServer
 from proxy.runtime import Runtime
+from proxy.serving import os_reason
 
 log = get_logger("signet")
 
@@ -94,9 +95,29 @@ class Signet:
     # --------------------------------------------------------------- start
 
     async def start(self) -> None:
+        """Start the runtime and both listeners; a busy address raises ListenError, leaving nothing open."""
         runtime = Runtime(self.settings, metrics=self.metrics, clock=self.clock)
         await runtime.start()
         self.runtime = runtime
+        try:
+            await self._listen()
+        except BaseException:
+            await self._close_partial()
+            raise
+        if self.tune_gc:
+            tune_gc()
+        self.ready = True
+        log.info(
+            "listening",
+            proxy=f"{self.proxy_address[0]}:{self.proxy_address[1]}",
+            admin=f"{self.admin_address[0]}:{self.admin_address[1]}",
+            routes=[r.name for r in self.settings.routes],
+            pid=os.getpid(),
+        )
+
+    async def _listen(self) -> None:
+        assert self.runtime is not None
+        runtime = self.runtime
         REDACTOR.set_static(runtime.secret_values())
         limits = self.settings.limits
         self.handler = ProxyHandler(
@@ -120,8 +141,8 @@ class Signet:
         site = web.TCPSite(
             self._proxy_runner, host, port, reuse_port=self.reuse_port or None, backlog=1024
         )
-        await site.start()
-        self.proxy_address = _bound(site)
+        await _start_site(site, "listen", self.settings.listen)
+        self.proxy_address = _bound(self._proxy_runner)
 
         admin = web.Application()
         admin.router.add_get("/healthz", self._healthz)
@@ -133,18 +154,18 @@ class Signet:
         admin_site = web.TCPSite(
             self._admin_runner, ahost, aport, reuse_port=self.reuse_port or None
         )
-        await admin_site.start()
-        self.admin_address = _bound(admin_site)
-        if self.tune_gc:
-            tune_gc()
-        self.ready = True
-        log.info(
-            "listening",
-            proxy=f"{self.proxy_address[0]}:{self.proxy_address[1]}",
-            admin=f"{self.admin_address[0]}:{self.admin_address[1]}",
-            routes=[r.name for r in self.settings.routes],
-            pid=os.getpid(),
-        )
+        await _start_site(admin_site, "admin_listen", self.settings.admin_listen)
+        self.admin_address = _bound(self._admin_runner)
+
+    async def _close_partial(self) -> None:
+        """Undo a start that failed half-way (no unclosed sessions, no bound sockets)."""
+        for runner in (self._proxy_runner, self._admin_runner):
+            if runner is not None:
+                await runner.cleanup()
+        self._proxy_runner = self._admin_runner = None
+        if self.runtime is not None:
+            await self.runtime.close()
+            self.runtime = None
 
     @property
     def proxy_url(self) -> str:
@@ -296,16 +317,17 @@ async def serve_until_stopped(
     return 0
 
 
-def create_app(settings: Settings, **kwargs: Any) -> Signet:
-    """The factory tests and the CLI call."""
-    return Signet(settings, **kwargs)
+async def _start_site(site: web.TCPSite, setting: str, address: tuple[str, int]) -> None:
+    """Bind ``site``; an address in use (or not ours) becomes one ListenError naming ``setting``."""
+    try:
+        await site.start()
+    except OSError as exc:
+        raise ListenError(setting, address, os_reason(exc)) from None
 
 
-def _bound(site: web.TCPSite) -> tuple[str, int]:
-    server = site._server  # aiohttp exposes no public accessor for the bound socket
-    assert server is not None
-    sock: socket.socket = server.sockets[0]  # type: ignore[union-attr]
-    addr = sock.getsockname()
+def _bound(runner: web.BaseRunner) -> tuple[str, int]:
+    """The address a runner's only site is bound to (port 0 resolved)."""
+    addr = runner.addresses[0]
     return addr[0], addr[1]
 
 

@@ -1,24 +1,56 @@
 """Command line: ``signet serve | check | sign | demo``.
 
+The top of the import graph: nothing imports this module. What it shares
+with the workers and the demo lives in :mod:`proxy.serving`.
+
 Exit codes (contract): 0 ok, 1 a problem the user must fix, 2 usage.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any
+from importlib import metadata
 
-from proxy.config import DEFAULT_CONFIG_PATH, Settings, load_config, unsafe_listen
-from proxy.errors import ConfigError, ConfigProblem, SignetError
+from proxy.config import (
+    Route,
+    Settings,
+    load_config,
+    override_listen,
+    parse_hostport,
+    route_secret_sources,
+)
+from proxy.errors import ConfigError, SignetError, count
 from proxy.log import configure_logging
+from proxy.serving import default_config_path, run_async
+
+LOG_FORMATS = ("json", "console")
+LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
-def _default_config() -> str:
-    return os.environ.get("SIGNET_CONFIG") or DEFAULT_CONFIG_PATH
+def version() -> str:
+    """The installed package's version (``pyproject.toml``), not a copy of it."""
+    try:
+        return metadata.version("signet-proxy")
+    except metadata.PackageNotFoundError:  # running from a checkout that was never installed
+        return "unknown (not installed)"
+
+
+def _log_options(p: argparse.ArgumentParser, *, fmt: str, level: str | None, shown: str) -> None:
+    p.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default=fmt,
+        help=f"log lines on stderr: one JSON object each, or console text for humans (default {fmt})",
+    )
+    p.add_argument(
+        "--log-level",
+        choices=LOG_LEVELS,
+        default=level,
+        help=f"least severe level logged; 'info' logs one line per request (default {shown})",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="signet",
         description="Signet: a local reverse proxy that signs vendor API requests for you.",
     )
+    parser.add_argument("--version", action="version", version=f"signet {version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def common(p: argparse.ArgumentParser) -> None:
@@ -34,8 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
             default=None,
             help="config file (default $SIGNET_CONFIG, then config/signet.yaml)",
         )
-        p.add_argument("--log-format", choices=("json", "console"), default="json")
-        p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
+        _log_options(p, fmt="json", level="info", shown="info")
 
     p = sub.add_parser("serve", help="run the proxy")
     common(p)
@@ -52,8 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("sign", help="print the exact request Signet would send upstream (dry run)")
     common(p)
-    p.add_argument("method")
-    p.add_argument("path_and_query", metavar="PATH_AND_QUERY")
+    p.add_argument("method", metavar="METHOD", help="HTTP method, e.g. GET or POST")
+    p.add_argument(
+        "path_and_query",
+        metavar="PATH_AND_QUERY",
+        help="what a client would request from Signet, route prefix included: '/3commas/bots?x=1'",
+    )
     p.add_argument("--data", "-d", help="request body; @FILE reads it from a file")
     p.add_argument("-H", "--header", action="append", default=[], help="'Name: value' (repeatable)")
     p.add_argument("--show-secrets", action="store_true", help="print secret-bearing values")
@@ -68,14 +104,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--listen", default="127.0.0.1:8080", help="proxy HOST:PORT (default 127.0.0.1:8080)"
     )
-    p.add_argument("--admin-listen", default="127.0.0.1:9191", help="admin HOST:PORT")
-    p.add_argument("--log-format", choices=("json", "console"), default="console")
-    p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="warning")
+    p.add_argument(
+        "--admin-listen", default="127.0.0.1:9191", help="admin HOST:PORT (default 127.0.0.1:9191)"
+    )
+    _log_options(p, fmt="console", level=None, shown="info; warning with --selftest")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.log_level is None:  # the demo: a line per request, except in its own selftest
+        args.log_level = "warning" if args.selftest else "info"
     configure_logging(args.log_format, args.log_level)
     try:
         if args.command == "serve":
@@ -100,13 +139,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _print_config_error(exc: ConfigError) -> None:
-    print(f"signet: config {exc.source or ''} has {len(exc.problems)} problem(s):", file=sys.stderr)
+    source = f"config {exc.source}" if exc.source else "config"
+    print(f"signet: {source} has {count(len(exc.problems), 'problem')}:", file=sys.stderr)
     for problem in exc.problems:
         print(f"  {problem}", file=sys.stderr)
 
 
 def _load(args: argparse.Namespace) -> tuple[Settings, str]:
-    path = args.config or _default_config()
+    path = args.config or default_config_path()
     return load_config(path), path
 
 
@@ -116,17 +156,32 @@ def _load(args: argparse.Namespace) -> tuple[Settings, str]:
 def cmd_check(args: argparse.Namespace) -> int:
     settings, path = _load(args)
     print(
-        f"{path}: ok, {len(settings.routes)} route(s), "
+        f"{path}: ok, {count(len(settings.routes), 'route')}, "
         f"listen {_hp(settings.listen)}, admin {_hp(settings.admin_listen)}"
     )
-    for r in settings.routes:
-        body = "buffered" if getattr(r.scheme_cls, "needs_body", False) else "streamed"
+    for i, r in enumerate(settings.routes):
+        body = "buffered" if _needs_body(r) else "streamed"
         print(
             f"  {r.name:<20} {r.prefix:<20} -> {r.upstream}  auth={r.scheme_cls.name}  body={body}"
         )
+        for field, source in route_secret_sources(settings, i):
+            print(f"      {field} <- {source}")
     if settings.clients is not None:
-        print(f"  inbound clients: {', '.join(c.name for c in settings.clients)}")
+        names = ", ".join(c.name for c in settings.clients) or "none (every request is refused)"
+        print(f"  inbound clients: {names}")
+        for i, c in enumerate(settings.clients):
+            refs = settings.references.get(f"clients[{i}].token")
+            print(f"      {c.name}.token <- {' '.join(refs) if refs else 'a literal in the config file'}")
     return 0
+
+
+def _needs_body(route: Route) -> bool:
+    """Whether the runtime buffers this route's body: asked of the scheme instance, as the
+    runtime does, since a scheme such as ``hmac`` decides per config (no network I/O here)."""
+    from proxy.auth.base import SchemeContext
+
+    scheme = route.scheme_cls(route.auth, SchemeContext(route=route.name))
+    return bool(getattr(scheme, "needs_body", False))
 
 
 def _hp(hp: tuple[str, int]) -> str:
@@ -137,27 +192,32 @@ def _hp(hp: tuple[str, int]) -> str:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    path = _load(args)[1]  # validated now, loaded again by the server (and on SIGHUP)
-    overrides: dict[str, Any] = {}
-    from proxy.config import parse_hostport
-
-    try:
-        if args.listen:
-            overrides["listen"] = parse_hostport(args.listen)
-        if args.admin_listen:
-            overrides["admin_listen"] = parse_hostport(args.admin_listen)
-    except ValueError as exc:
-        print(f"signet: --listen: {exc}", file=sys.stderr)
-        return 2
+    listen: dict[str, tuple[str, int] | None] = {}
+    for key, flag in (("listen", "--listen"), ("admin_listen", "--admin-listen")):
+        value = getattr(args, key)
+        try:
+            listen[key] = parse_hostport(value) if value else None
+        except ValueError as exc:
+            print(f"signet: {flag}: {exc}", file=sys.stderr)
+            return 2
     workers = _parse_workers(args.workers)
     if workers is None:
         print("signet: --workers must be a positive number or 'auto'", file=sys.stderr)
         return 2
+    settings, path = _load(args)  # validated now, loaded again by the server (and on SIGHUP)
+    override_listen(settings, listen["listen"], listen["admin_listen"])  # ConfigError: exit 1
     if workers > 1:
         from proxy.workers import run_workers
 
-        return run_workers(args, workers)
-    return run_server(path, overrides, args)
+        return run_workers(
+            path,
+            workers,
+            listen=listen["listen"],
+            admin_listen=listen["admin_listen"],
+            log_format=args.log_format,
+            log_level=args.log_level,
+        )
+    return run_server(path, listen["listen"], listen["admin_listen"])
 
 
 def _parse_workers(value: str) -> int | None:
@@ -167,34 +227,17 @@ def _parse_workers(value: str) -> int | None:
 
 
 def run_server(
-    path: str, overrides: dict[str, Any], args: argparse.Namespace, *, reuse_port: bool = False
+    path: str, listen: tuple[str, int] | None, admin_listen: tuple[str, int] | None
 ) -> int:
     """Serve until SIGTERM/SIGINT; SIGHUP reloads. Runs on uvloop when installed."""
-    import dataclasses
-
     from proxy.app import Signet, serve_until_stopped
 
     def load() -> Settings:
-        s = load_config(path)
-        if not overrides:
-            return s
-        s = dataclasses.replace(s, **overrides)
         # --listen must not bypass the config's rule about non-loopback addresses
-        why = unsafe_listen(s.listen[0], s.clients is not None, s.allow_unauthenticated)
-        if why:
-            raise ConfigError([ConfigProblem("--listen", why)], path)
-        return s
+        return override_listen(load_config(path), listen, admin_listen)
 
-    app = Signet(load(), config_path=path, reuse_port=reuse_port, tune_gc=True)
-    return int(run_async(serve_until_stopped(app, load)))
-
-
-def run_async(coro: Any) -> Any:
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency where available
-        return asyncio.run(coro)
-    return uvloop.run(coro)
+    app = Signet(load(), config_path=path, tune_gc=True)
+    return run_async(serve_until_stopped(app, load))
 
 
 # ----------------------------------------------------------------------- sign

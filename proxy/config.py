@@ -16,11 +16,12 @@ names, variable names and paths.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import ipaddress
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
@@ -189,6 +190,9 @@ class Settings:
     routes: tuple[Route, ...]
     source: str = "<string>"
     secret_values: frozenset[str] = frozenset()
+    # location ("routes[0].auth.secret") -> the references its value was read from
+    # ("${THREECOMMAS_SECRET}"): reference text only, never a value; see route_secret_sources
+    references: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     def __repr__(self) -> str:
         names = ", ".join(r.name for r in self.routes)
@@ -360,6 +364,61 @@ def _resolve_refs(
     return resolved
 
 
+def _references_in(value: Any, loc: Loc, out: dict[str, tuple[str, ...]]) -> None:
+    """Record, per location, the reference text each value names (``${NAME}``, ``${file:...}``).
+
+    Read before resolution and independent of it, so it works for every
+    reference kind; only the ``${...}`` parts are kept, never the text around them.
+    """
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _references_in(v, (*loc, k), out)
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _references_in(v, (*loc, i), out)
+    elif isinstance(value, str) and "${" in value:
+        refs = tuple(m.group(0) for m in _REF.finditer(value) if m.group(0) != "$${")
+        if refs:
+            out[format_loc(loc)] = refs
+
+
+def secret_fields(value: Any, path: str = "") -> Iterator[str]:
+    """The dotted path of every Secret inside ``value`` (a model, mapping or sequence)."""
+    if isinstance(value, Secret):
+        yield path
+    elif isinstance(value, BaseModel):
+        for k, v in value.__dict__.items():
+            yield from secret_fields(v, f"{path}.{k}" if path else k)
+    elif isinstance(value, Mapping):
+        for k, v in value.items():
+            yield from secret_fields(v, f"{path}.{k}" if path else str(k))
+    elif isinstance(value, list | tuple):
+        for i, v in enumerate(value):
+            yield from secret_fields(v, f"{path}[{i}]")
+
+
+def route_secret_sources(settings: Settings, index: int) -> list[tuple[str, str]]:
+    """``(field, where it came from)`` for every secret-bearing field of ``routes[index]``.
+
+    ``where`` is the reference text (``${THREECOMMAS_SECRET}``) or, for a
+    value written into the file itself, ``a literal in the config file``.
+    """
+    route = settings.routes[index]
+    fields = [*secret_fields(route.auth, "auth")]
+    fields += [f"set_headers.{k}" for k, v in route.set_headers.items() if isinstance(v, Secret)]
+    base = f"routes[{index}]."
+    # fields that used a reference but are not kept as a Secret (e.g. upstream: ${URL}) still count
+    fields += [
+        loc[len(base):] for loc in settings.references
+        if loc.startswith(base) and loc[len(base):] not in fields
+    ]
+    out = []
+    for f in fields:
+        refs = settings.references.get(base + f)
+        out.append((f, " ".join(refs) if refs else "a literal in the config file"))
+    return out
+
+
 # ---------------------------------------------------------------------- validation
 
 
@@ -376,7 +435,7 @@ def _validate(model: type[BaseModel], data: Any) -> tuple[BaseModel | None, list
                     data = _replace_at(data, err["loc"], err["input"].reveal())
                     retry = True
             if not retry:
-                return None, errors
+                return None, [dict(e) for e in errors]
     return None, []
 
 
@@ -475,8 +534,12 @@ def _check_prefix(prefix: str) -> str | None:
 def _check_upstream(upstream: str) -> tuple[URL | None, str | None]:
     try:
         url = URL(upstream)
-    except (ValueError, TypeError):
-        return None, "not a valid URL"
+    except (ValueError, TypeError) as exc:
+        # yarl says why ("Port out of range 0-65535"); the value itself never goes in a message
+        why = str(exc)
+        if not why or upstream in why or len(why) > 80:
+            return None, "not a valid URL"
+        return None, f"not a valid URL: {why}"
     if url.scheme not in ("http", "https") or not url.host:
         return None, "must be an http:// or https:// URL with a host"
     if url.raw_query_string or url.raw_fragment:
@@ -495,9 +558,16 @@ def parse_hostport(value: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def unsafe_listen(host: str, has_clients: bool, allow_unauthenticated: bool) -> str | None:
-    """Why listening on ``host`` is refused, or None when it is fine."""
-    if is_loopback(host) or has_clients or allow_unauthenticated:
+def unsafe_listen(
+    host: str, clients: Sequence[object] | None, allow_unauthenticated: bool
+) -> str | None:
+    """Why listening on ``host`` is refused, or None when it is fine.
+
+    The one rule, for the config file and for ``--listen``: only a non-empty
+    ``clients`` list counts as inbound authentication (``clients: []`` admits
+    nobody, so a public address with it would only answer 407 to everyone).
+    """
+    if is_loopback(host) or clients or allow_unauthenticated:
         return None
     return (
         f"listening on {host} (not loopback) without inbound authentication would let "
@@ -505,6 +575,25 @@ def unsafe_listen(host: str, has_clients: bool, allow_unauthenticated: bool) -> 
         "add a 'clients' section with tokens, or set 'allow_unauthenticated: true' if a "
         "network policy already restricts who can connect"
     )
+
+
+def override_listen(
+    settings: Settings,
+    listen: tuple[str, int] | None = None,
+    admin_listen: tuple[str, int] | None = None,
+) -> Settings:
+    """``settings`` with ``--listen`` / ``--admin-listen`` applied, under the config's own rule."""
+    if listen is None and admin_listen is None:
+        return settings
+    new = dataclasses.replace(
+        settings,
+        listen=listen or settings.listen,
+        admin_listen=admin_listen or settings.admin_listen,
+    )
+    why = unsafe_listen(new.listen[0], new.clients, new.allow_unauthenticated)
+    if why:
+        raise ConfigError([ConfigProblem("--listen", why)], settings.source)
+    return new
 
 
 def is_loopback(host: str) -> bool:
@@ -545,6 +634,8 @@ def load_config_text(
         problems.add((), "the config must be a mapping of keys (listen, routes, ...)")
         raise ConfigError(problems.items, source)
 
+    references: dict[str, tuple[str, ...]] = {}
+    _references_in(data, (), references)
     secrets: set[str] = set()
     data = _resolve_refs(data, (), env, problems, secrets)
 
@@ -561,7 +652,7 @@ def load_config_text(
     if problems.items:
         raise ConfigError(problems.items, source)
     assert settings is not None
-    return settings
+    return dataclasses.replace(settings, references=references)
 
 
 def _build_auth(
@@ -690,11 +781,11 @@ def _build_settings(
             )
         clients = tuple(built_clients)
 
-    if listen[0] and (why := unsafe_listen(listen[0], bool(model.clients), model.allow_unauthenticated)):
+    if listen[0] and (why := unsafe_listen(listen[0], model.clients, model.allow_unauthenticated)):
         problems.add(("listen",), why)
 
-    for r in routes:
-        secrets.update(secret_values_in(r.auth))
+    for built_route in routes:
+        secrets.update(secret_values_in(built_route.auth))
 
     if problems.items:
         return None

@@ -1,5 +1,9 @@
 """``signet demo``: every vendor mocked in-process, the proxy in front, curl lines printed.
 
+The curl lines come from the route table below (:func:`curl_lines`); the
+README's Quick start shows some of them and a test requests each one against
+a running ``signet demo``, so the examples cannot drift from the demo.
+
 The mock vendors (``proxy.mock``) verify requests exactly as each vendor
 documents, independently of Signet's signers, so the demo is also the
 quickest end-to-end check: ``signet demo --selftest`` sends a GET with a
@@ -24,6 +28,11 @@ from aiohttp import web
 
 from proxy.app import Signet
 from proxy.config import load_config_text
+from proxy.errors import ListenError
+from proxy.serving import run_async
+
+DEFAULT_LISTEN = "127.0.0.1:8080"
+DEFAULT_ADMIN_LISTEN = "127.0.0.1:9191"
 
 # Obviously fake credentials for the token-based mocks; the signature vendors'
 # demo credentials live with their mocks (proxy.mock.vendors.DEMO_CREDENTIALS).
@@ -79,25 +88,39 @@ def demo_routes() -> list[DemoRoute]:
         DemoRoute(
             "threeplcentral", "",
             {"scheme": "threeplcentral", **tpl, "token_url": "{url}/AuthServer/api/Token"},
-            lambda: oauth.threeplcentral_app(**tpl),
+            lambda: oauth.threeplcentral_app(
+                client_id=tpl["client_id"],
+                client_secret=tpl["client_secret"],
+                user_login=tpl["user_login"],
+            ),
             "/customers/17?detail=all",
         ),
         DemoRoute(
             "oauth2", "/api",
             {"scheme": "oauth2-client-credentials", **o2, "token_url": "{url}/oauth/token"},
-            lambda: oauth.create_app(**o2),
+            lambda: oauth.create_app(client_id=o2["client_id"], client_secret=o2["client_secret"]),
             "/orders?limit=5",
         ),
     ]
     return routes
 
 
+def curl_lines(routes: list[DemoRoute], base: str = f"http://{DEFAULT_LISTEN}") -> list[str]:
+    """A GET and a JSON POST per route, as the banner prints them (and the README shows them)."""
+    lines = []
+    for r in routes:
+        lines.append(f"curl -s '{base}/{r.name}{r.example}'")
+        lines.append(
+            f"curl -s -X POST '{base}/{r.name}{r.example}' "
+            "-H 'Content-Type: application/json' -d '{\"field\":\"value\"}'"
+        )
+    return lines
+
+
 class Demo:
     """Mock vendors on loopback ports plus one Signet in front of them."""
 
-    def __init__(
-        self, listen: str = "127.0.0.1:8080", admin_listen: str = "127.0.0.1:9191"
-    ) -> None:
+    def __init__(self, listen: str = DEFAULT_LISTEN, admin_listen: str = DEFAULT_ADMIN_LISTEN) -> None:
         self.listen = listen
         self.admin_listen = admin_listen
         self.routes = demo_routes()
@@ -112,11 +135,12 @@ class Demo:
             site = web.TCPSite(runner, "127.0.0.1", 0)
             await site.start()
             self._runners.append(runner)
-            port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+            port = runner.addresses[0][1]
             self.mock_urls[r.name] = f"http://127.0.0.1:{port}"
         settings = load_config_text(self.config_text(), env={}, source="<demo>")
-        self.signet = Signet(settings)
-        await self.signet.start()
+        signet = Signet(settings)
+        await signet.start()  # on failure it closed what it opened
+        self.signet = signet
 
     def config_text(self) -> str:
         routes = []
@@ -136,22 +160,17 @@ class Demo:
         return yaml.safe_dump(data, sort_keys=False).replace("${", "$${")
 
     async def stop(self) -> None:
-        if self.signet is not None:
-            await self.signet.stop()
-        for runner in self._runners:
+        """Stop the proxy, then the mocks; safe to call twice."""
+        signet, self.signet = self.signet, None
+        if signet is not None:
+            await signet.stop()
+        runners, self._runners = self._runners, []
+        for runner in runners:
             await runner.cleanup()
 
     def curl_lines(self) -> list[str]:
         assert self.signet is not None
-        base = self.signet.proxy_url
-        lines = []
-        for r in self.routes:
-            lines.append(f"curl -s '{base}/{r.name}{r.example}'")
-            lines.append(
-                f"curl -s -X POST '{base}/{r.name}{r.example}' "
-                "-H 'Content-Type: application/json' -d '{\"field\":\"value\"}'"
-            )
-        return lines
+        return curl_lines(self.routes, self.signet.proxy_url)
 
 
 async def selftest(demo: Demo) -> list[tuple[str, bool, str]]:
@@ -197,24 +216,26 @@ def _json_ok(text: str) -> bool:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from proxy.cli import run_async
-
-    return int(run_async(_run(args)))
+    return run_async(_run(args))
 
 
 async def _run(args: argparse.Namespace) -> int:
     demo = Demo(args.listen, args.admin_listen)
     if args.selftest:
         # never collide with a real Signet on the default ports
-        demo.listen = "127.0.0.1:0" if args.listen == "127.0.0.1:8080" else args.listen
+        demo.listen = "127.0.0.1:0" if args.listen == DEFAULT_LISTEN else args.listen
         demo.admin_listen = (
-            "127.0.0.1:0" if args.admin_listen == "127.0.0.1:9191" else args.admin_listen
+            "127.0.0.1:0" if args.admin_listen == DEFAULT_ADMIN_LISTEN else args.admin_listen
         )
     try:
         await demo.start()
-    except OSError as exc:
+    except ListenError as exc:
+        flag = ListenError.SETTINGS[exc.setting]
+        example = "127.0.0.1:18080" if exc.setting == "listen" else "127.0.0.1:19191"
+        host, port = exc.address
         print(
-            f"signet demo: cannot listen ({exc.strerror}); try --listen 127.0.0.1:18080",
+            f"signet demo: cannot listen on {host}:{port} ({exc.reason}); "
+            f"pass another address, e.g. {flag} {example}",
             file=sys.stderr,
         )
         await demo.stop()
@@ -236,13 +257,19 @@ async def _run(args: argparse.Namespace) -> int:
         print("\nTry:")
         for line in demo.curl_lines():
             print("  " + line)
-        print("\nPress Ctrl-C to stop.")
+        print(
+            f"\nLogs: one line per request below (--log-level {args.log_level}; "
+            "--log-level warning for quiet, debug for more)."
+        )
+        print("Press Ctrl-C to stop.")
         sys.stdout.flush()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
+        await demo.stop()
+        print("Signet demo stopped.")
         return 0
     finally:
         await demo.stop()

@@ -6,6 +6,7 @@ request pipeline turns any of them into the contract's JSON body and
 
     SignetError
     ├── ConfigError                  not an HTTP error: ``signet check`` / start-up, exit 1
+    ├── ListenError                  not an HTTP error: an address cannot be bound, exit 1
     └── RequestError                 answered to the client as JSON
         ├── BadRequest               400 bad_request
         ├── Forbidden                403 forbidden
@@ -52,7 +53,30 @@ class ConfigError(SignetError):
         self.source = source
         head = f"{source}: " if source else ""
         super().__init__(
-            head + f"{len(problems)} problem(s)\n" + "\n".join(f"  {p}" for p in problems)
+            head + count(len(problems), "problem") + "\n" + "\n".join(f"  {p}" for p in problems)
+        )
+
+
+def count(n: int, noun: str) -> str:
+    """``1 problem``, ``2 problems``."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+class ListenError(SignetError):
+    """A listener cannot bind its address; names the address and the setting that chose it."""
+
+    SETTINGS = {"listen": "--listen", "admin_listen": "--admin-listen"}
+
+    def __init__(self, setting: str, address: tuple[str, int], reason: str) -> None:
+        self.setting = setting
+        self.address = address
+        self.reason = reason
+        host, port = address
+        shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        flag = self.SETTINGS.get(setting, "")
+        super().__init__(
+            f"cannot listen on {shown} ({reason}); change '{setting}' in the config"
+            + (f" or pass {flag} HOST:PORT" if flag else "")
         )
 
 

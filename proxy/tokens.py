@@ -11,7 +11,7 @@ Two pieces, kept apart so each can be tested alone:
   ``clock.monotonic``). A token is served until its refresh point; between the
   refresh point and real expiry it is still served while ONE background task
   renews it; when there is no valid token, callers await the single in-flight
-  fetch. After a failure the manager backs off (exponential, full jitter) and
+  fetch. After a failure the manager backs off (exponential, equal jitter) and
   answers fail-fast errors instead of hammering the endpoint.
 """
 
@@ -492,10 +492,6 @@ class TokenManager:
                     "token manager is closed (the config was replaced)", route=self.route
                 ) from None
             raise
-
-    def peek(self) -> Token | None:
-        """The cached, unexpired token, without fetching or refreshing."""
-        return self.cache.get(self.key)
 
     def invalidate(self, token: Any) -> bool:
         """Drop ``token`` if it is still the cached one; True when it was dropped."""

@@ -29,7 +29,6 @@ Worker log lines carry ``worker`` (index) and ``pid``; the supervisor logs
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import dataclasses
@@ -41,9 +40,10 @@ import sys
 import time
 from typing import Any
 
-from proxy.config import load_config, parse_hostport, unsafe_listen
-from proxy.errors import ConfigError, ConfigProblem
+from proxy.config import load_config, override_listen
+from proxy.errors import ConfigError, ListenError, SignetError
 from proxy.log import configure_logging, get_logger
+from proxy.serving import os_reason, run_async
 
 WORKER_SPEC_ENV = "SIGNET_WORKER_SPEC"
 START_TIMEOUT = 30.0
@@ -54,28 +54,28 @@ log = get_logger("signet.supervisor")
 # ------------------------------------------------------------------ supervisor
 
 
-def run_workers(args: argparse.Namespace, workers: int) -> int:
+def run_workers(
+    path: str,
+    workers: int,
+    *,
+    listen: tuple[str, int] | None = None,
+    admin_listen: tuple[str, int] | None = None,
+    log_format: str = "json",
+    log_level: str = "info",
+) -> int:
     """Entry from ``signet serve --workers N`` (N >= 2)."""
-    from proxy.cli import _default_config, run_async
-
-    path = args.config or _default_config()
-    settings = load_config(path)  # ConfigError -> exit 1 in cli.main
-    listen = parse_hostport(args.listen) if args.listen else settings.listen
-    admin = parse_hostport(args.admin_listen) if args.admin_listen else settings.admin_listen
-    # --listen must not bypass the config's rule about non-loopback addresses (as in run_server)
-    why = unsafe_listen(listen[0], settings.clients is not None, settings.allow_unauthenticated)
-    if why:
-        raise ConfigError([ConfigProblem("--listen", why)], path)
+    # ConfigError -> exit 1 in cli.main; --listen obeys the config's own rule (as in run_server)
+    settings = override_listen(load_config(path), listen, admin_listen)
     sup = Supervisor(
         path,
         workers,
-        listen=listen,
-        admin=admin,
+        listen=settings.listen,
+        admin=settings.admin_listen,
         grace=settings.shutdown_grace,
-        log_format=args.log_format,
-        log_level=args.log_level,
+        log_format=log_format,
+        log_level=log_level,
     )
-    return int(run_async(sup.run()))
+    return run_async(sup.run())
 
 
 @dataclasses.dataclass
@@ -116,9 +116,13 @@ class Supervisor:
     # ---------------------------------------------------------------- run
 
     async def run(self) -> int:
+        """Bind both addresses (ListenError when one is taken), start the workers, serve."""
         from aiohttp import web
 
-        self._reserved = _reserve(*self.listen)
+        try:
+            self._reserved = _reserve(*self.listen)
+        except OSError as exc:
+            raise ListenError("listen", self.listen, os_reason(exc)) from None
         host, port = self.listen[0], self._reserved.getsockname()[1]
         self.listen = (host, port)
         loop = asyncio.get_running_loop()
@@ -127,6 +131,19 @@ class Supervisor:
         loop.add_signal_handler(signal.SIGHUP, self._forward_hup)
         runner: web.AppRunner | None = None
         try:
+            # admin first: a taken admin address fails before any worker starts
+            app = web.Application()
+            app.router.add_get("/healthz", self._healthz)
+            app.router.add_get("/readyz", self._readyz)
+            app.router.add_get("/metrics", self._metrics)
+            runner = web.AppRunner(app, access_log=None, handle_signals=False)
+            await runner.setup()
+            site = web.TCPSite(runner, self.admin[0], self.admin[1])
+            try:
+                await site.start()
+            except OSError as exc:
+                raise ListenError("admin_listen", self.admin, os_reason(exc)) from None
+            ahost, aport = runner.addresses[0][:2]
             started = await asyncio.gather(
                 *(self._spawn(w) for w in self.workers), return_exceptions=True
             )
@@ -135,16 +152,6 @@ class Supervisor:
                 return 1
             for w in self.workers:
                 self._watch(w)
-            app = web.Application()
-            app.router.add_get("/healthz", self._healthz)
-            app.router.add_get("/readyz", self._readyz)
-            app.router.add_get("/metrics", self._metrics)
-            runner = web.AppRunner(app, access_log=None, handle_signals=False)
-            await runner.setup()
-            site = web.TCPSite(runner, self.admin[0], self.admin[1])
-            await site.start()
-            sock = site._server.sockets[0]  # type: ignore[union-attr]
-            ahost, aport = sock.getsockname()[:2]
             log.info(
                 "listening",
                 proxy=f"{host}:{port}",
@@ -318,7 +325,7 @@ def merge_metrics(texts: list[tuple[int, str]]) -> bytes:
             return list(families.values())
 
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Collector())  # type: ignore[arg-type]
+    registry.register(_Collector())
     return generate_latest(registry)
 
 
@@ -349,7 +356,6 @@ def worker_main() -> int:
     import structlog
 
     from proxy.app import Signet, serve_until_stopped
-    from proxy.cli import run_async
 
     spec = json.loads(os.environ.pop(WORKER_SPEC_ENV))
     ppid = os.getppid()
@@ -388,7 +394,11 @@ def worker_main() -> int:
         return True
 
     app = Signet(settings, config_path=path, reuse_port=True, tune_gc=True)
-    return int(run_async(serve_until_stopped(app, load, announce)))
+    try:
+        return run_async(serve_until_stopped(app, load, announce))
+    except SignetError as exc:  # e.g. ListenError: one log line, no traceback
+        wlog.error("worker_start_failed", message=str(exc))
+        return 1
 
 
 if __name__ == "__main__":

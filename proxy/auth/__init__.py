@@ -11,7 +11,7 @@ from proxy.auth import recipe  # noqa: F401  (registers hmac)
 from proxy.auth import threeclicks  # noqa: F401  (registers threeclicks-simple/-strict)
 from proxy.auth import threecommas  # noqa: F401  (registers threecommas)
 from proxy.auth.base import AuthResult, AuthScheme, SchemeContext, SchemeOptions, UpstreamRequest
-from proxy.auth.registry import SCHEMES, all_injected_headers, register, scheme_class
+from proxy.auth.registry import SCHEMES, all_injected_headers, register
 
 __all__ = [
     "SCHEMES",
@@ -22,5 +22,4 @@ __all__ = [
     "UpstreamRequest",
     "all_injected_headers",
     "register",
-    "scheme_class",
 ]

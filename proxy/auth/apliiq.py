@@ -42,7 +42,7 @@ class Apliiq(AuthScheme):
     needs_body = True
     injected_headers = frozenset({HEADER})
 
-    def __init__(self, options: ApliiqOptions, context: SchemeContext) -> None:  # type: ignore[override]
+    def __init__(self, options: ApliiqOptions, context: SchemeContext) -> None:
         super().__init__(options, context)
         self._app_id = reveal(options.app_id)
         self._app_id_b = self._app_id.encode()

@@ -69,7 +69,7 @@ class Quicklizard(AuthScheme):
     needs_body = True
     injected_headers = frozenset({KEY_HEADER, DIGEST_HEADER})
 
-    def __init__(self, options: QuicklizardOptions, context: SchemeContext) -> None:  # type: ignore[override]
+    def __init__(self, options: QuicklizardOptions, context: SchemeContext) -> None:
         super().__init__(options, context)
         self._api_key = reveal(options.api_key)
         self._secret_b = options.api_secret.reveal().encode()

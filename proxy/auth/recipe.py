@@ -375,7 +375,7 @@ class HmacRecipe(AuthScheme):
     Options = RecipeOptions
     needs_body = False  # per instance: True when a template uses a body placeholder
 
-    def __init__(self, options: RecipeOptions, context: SchemeContext) -> None:  # type: ignore[override]
+    def __init__(self, options: RecipeOptions, context: SchemeContext) -> None:
         super().__init__(options, context)
         var_bytes = {name: reveal(v).encode() for name, v in options.vars.items()}
         secret_vars = {name for name, v in options.vars.items() if isinstance(v, Secret)}
@@ -503,6 +503,7 @@ class HmacRecipe(AuthScheme):
         """The secret ``vars`` and every template given directly as a secret reference."""
         yield from super().secret_values()
         o = self.options
+        assert isinstance(o, RecipeOptions)
         for t in (o.message, o.key, *o.headers.values(), *o.query.values()):
             if t is not None and t.secret:
                 yield t.render({}).decode()

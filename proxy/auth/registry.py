@@ -15,10 +15,6 @@ def register(cls: type[AuthScheme]) -> type[AuthScheme]:
     return cls
 
 
-def scheme_class(name: str) -> type[AuthScheme] | None:
-    return SCHEMES.get(name)
-
-
 def all_injected_headers() -> frozenset[str]:
     """Lower-cased names of every header any registered scheme injects."""
     return frozenset(h.lower() for cls in SCHEMES.values() for h in cls.injected_headers)

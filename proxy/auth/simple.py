@@ -40,7 +40,7 @@ class StaticHeaders(AuthScheme):
     name = "static"
     Options = StaticOptions
 
-    def __init__(self, options: StaticOptions, context) -> None:  # type: ignore[override]
+    def __init__(self, options: StaticOptions, context) -> None:
         super().__init__(options, context)
         self._result = AuthResult(
             headers={k: reveal(v) for k, v in options.headers.items()},
@@ -70,7 +70,7 @@ class BasicAuth(AuthScheme):
     name = "basic"
     Options = BasicOptions
 
-    def __init__(self, options: BasicOptions, context) -> None:  # type: ignore[override]
+    def __init__(self, options: BasicOptions, context) -> None:
         super().__init__(options, context)
         self._result = AuthResult(
             headers={
@@ -95,7 +95,7 @@ class BearerAuth(AuthScheme):
     name = "bearer"
     Options = BearerOptions
 
-    def __init__(self, options: BearerOptions, context) -> None:  # type: ignore[override]
+    def __init__(self, options: BearerOptions, context) -> None:
         super().__init__(options, context)
         self._result = AuthResult(
             headers={"Authorization": f"Bearer {options.token.reveal()}"},

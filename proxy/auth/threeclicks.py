@@ -52,7 +52,7 @@ class ThreeClicksSimple(AuthScheme):
     needs_body = False
     injected_headers = frozenset({KEY_HEADER, SECRET_HEADER})
 
-    def __init__(self, options: ThreeClicksSimpleOptions, context: SchemeContext) -> None:  # type: ignore[override]
+    def __init__(self, options: ThreeClicksSimpleOptions, context: SchemeContext) -> None:
         super().__init__(options, context)
         secret_headers = {SECRET_HEADER}
         if isinstance(options.api_key, Secret):
@@ -80,7 +80,7 @@ class ThreeClicksStrict(AuthScheme):
     needs_body = True
     injected_headers = frozenset({KEY_HEADER, TIMESTAMP_HEADER, SIGNATURE_HEADER})
 
-    def __init__(self, options: ThreeClicksStrictOptions, context: SchemeContext) -> None:  # type: ignore[override]
+    def __init__(self, options: ThreeClicksStrictOptions, context: SchemeContext) -> None:
         super().__init__(options, context)
         self._api_key = reveal(options.api_key)
         secret = options.api_secret.reveal()

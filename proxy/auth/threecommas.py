@@ -41,7 +41,7 @@ class ThreeCommas(AuthScheme):
     needs_body = True
     injected_headers = frozenset({KEY_HEADER, SIGNATURE_HEADER})
 
-    def __init__(self, options: ThreeCommasOptions, context: SchemeContext) -> None:  # type: ignore[override]
+    def __init__(self, options: ThreeCommasOptions, context: SchemeContext) -> None:
         super().__init__(options, context)
         self._api_key = reveal(options.api_key)
         self._mac = hmac.new(options.secret.reveal().encode(), digestmod=hashlib.sha256)

@@ -151,7 +151,8 @@ def vendor_app(vendor: str, verify: Verifier, secrets: Iterable[str]) -> web.App
         try:
             verify(request, body)
         except Reject as exc:
-            reason = scrub(str(exc), app[SECRETS])
+            known: tuple[str, ...] = app[SECRETS]
+            reason = scrub(str(exc), known)
         seen = RecordedRequest(
             request.method, request.raw_path, raw_headers(request), body, reason is None, reason
         )

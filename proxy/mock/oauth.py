@@ -55,6 +55,7 @@ class OAuthState:
     lifetime: float = 3600.0
     token_path: str = "/oauth/token"
     clock: Clock = SYSTEM_CLOCK
+    vendor: str = "oauth2"  # named in every API answer
     # counters and records
     token_requests: int = 0
     api_requests: int = 0
@@ -275,9 +276,9 @@ async def _state(request: web.Request) -> web.Response:
     return web.json_response(request.app[OAUTH_STATE].snapshot())
 
 
-def _unauthorized(reason: str) -> web.Response:
+def _unauthorized(reason: str, vendor: str) -> web.Response:
     return web.json_response(
-        {"ok": False, "vendor": "oauth2", "error": reason},
+        {"ok": False, "vendor": vendor, "error": reason},
         status=401,
         headers={
             "WWW-Authenticate": f'Bearer realm="mock", error="invalid_token", '
@@ -294,22 +295,22 @@ async def _api(request: web.Request) -> web.Response:
     auth = request.headers.get("Authorization", "")
     scheme, _, token = auth.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        return _unauthorized("missing bearer token")
+        return _unauthorized("missing bearer token", state.vendor)
     token = token.strip()
     expiry = state.tokens.get(token)
     if expiry is None:
-        return _unauthorized("unknown token")
+        return _unauthorized("unknown token", state.vendor)
     if token in state.revoked:
-        return _unauthorized("revoked token")
+        return _unauthorized("revoked token", state.vendor)
     if state.clock.monotonic() >= expiry:
-        return _unauthorized("expired token")
+        return _unauthorized("expired token", state.vendor)
     if state.reject_next_api > 0:
         state.reject_next_api -= 1
-        return _unauthorized("token rejected")
+        return _unauthorized("token rejected", state.vendor)
     return web.json_response(
         {
             "ok": True,
-            "vendor": "oauth2",
+            "vendor": state.vendor,
             "method": request.method,
             "path": request.rel_url.raw_path,
             "query": request.rel_url.raw_query_string,
@@ -328,6 +329,7 @@ def create_app(
     lifetime: float = 3600,
     token_path: str = "/oauth/token",
     clock: Clock = SYSTEM_CLOCK,
+    vendor: str = "oauth2",
 ) -> web.Application:
     """The mock token server and protected API as one aiohttp application."""
     if client_auth not in ("basic", "body"):
@@ -344,6 +346,7 @@ def create_app(
         lifetime=float(lifetime),
         token_path=token_path,
         clock=clock,
+        vendor=vendor,
     )
     app[OAUTH_STATE] = state
 
@@ -382,4 +385,5 @@ def threeplcentral_app(
         lifetime=lifetime,
         token_path="/AuthServer/api/Token",
         clock=clock,
+        vendor="threeplcentral",
     )

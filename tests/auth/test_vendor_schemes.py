@@ -28,6 +28,7 @@ from proxy.auth.quicklizard import Quicklizard
 from proxy.auth.threeclicks import ThreeClicksSimple, ThreeClicksStrict
 from proxy.auth.threecommas import ThreeCommas
 from proxy.clock import FrozenClock
+from proxy.config import load_config_text
 from proxy.secret import Secret
 
 VECTORS = Path(__file__).resolve().parent.parent / "vectors"
@@ -344,12 +345,27 @@ def test_options_validation(options: dict[str, Any]) -> None:
         SCHEMES[options["scheme"]].Options.model_validate(options)
 
 
-def test_classes_registered() -> None:
-    assert SCHEMES["threeclicks-simple"] is ThreeClicksSimple
-    assert SCHEMES["threeclicks-strict"] is ThreeClicksStrict
-    assert SCHEMES["threecommas"] is ThreeCommas
-    assert SCHEMES["apliiq"] is Apliiq
-    assert SCHEMES["quicklizard"] is Quicklizard
+@pytest.mark.parametrize(
+    ("scheme", "cls", "auth"),
+    [
+        ("threeclicks-simple", ThreeClicksSimple, "api_key: k, api_secret: s"),
+        ("threeclicks-strict", ThreeClicksStrict, "api_key: k, api_secret: s"),
+        ("threecommas", ThreeCommas, "api_key: k, secret: s"),
+        ("apliiq", Apliiq, "app_id: k, shared_secret: s"),
+        ("quicklizard", Quicklizard, "api_key: k, api_secret: s"),
+    ],
+)
+def test_config_scheme_names_select_the_vendor_classes(scheme: str, cls: type, auth: str) -> None:
+    """The name a user writes in ``auth.scheme`` (as documented) loads that vendor's signer."""
+    settings = load_config_text(
+        f"routes: [{{prefix: /v, upstream: 'https://h', auth: {{scheme: {scheme}, {auth}}}}}]", env={}
+    )
+    assert settings.routes[0].scheme_cls is cls
+
+
+def test_every_registered_scheme_is_documented() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert [name for name in sorted(SCHEMES) if f"`{name}`" not in readme and f"scheme: {name}" not in readme] == []
 
 
 async def test_apply_is_a_coroutine() -> None:

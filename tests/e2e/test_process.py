@@ -299,7 +299,10 @@ def test_check_command(tmp_path: Any) -> None:
         text=True,
         env={"TOK": TOKEN, "PATH": "/usr/bin:/bin"},
     )
-    assert out.returncode == 0 and "a" in out.stdout and TOKEN not in out.stdout + out.stderr
+    assert out.returncode == 0 and TOKEN not in out.stdout + out.stderr
+    route_lines = [line.split() for line in out.stdout.splitlines() if "auth=" in line]
+    assert route_lines == [["a", "/a", "->", "http://h", "auth=bearer", "body=streamed"]], out.stdout
+    assert "auth.token <- ${TOK}" in out.stdout
     bad = tmp_path / "bad.yaml"
     bad.write_text(
         "routes:\n  - prefix: /a\n    upstream: http://h\n    auth: {scheme: bearer, token: ${TOKX}}\n"

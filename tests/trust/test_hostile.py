@@ -15,6 +15,7 @@ import posixpath
 from typing import Any
 from urllib.parse import unquote
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -275,9 +276,16 @@ async def test_hostile_requests_get_contract_answers_and_stay_in_base_path(
     assert "x-request-id" in resp.headers
 
 
-def test_report_hostile_count() -> None:
-    """Runs after the property test (file order): say how many inputs were tried."""
+def test_report_hostile_count(request: pytest.FixtureRequest) -> None:
+    """Runs after the property test (file order): say how many inputs were tried.
+
+    When the property test is part of this session it must have tried most of
+    its examples; deselected (``-k``), this test skips rather than passes.
+    """
+    prop = test_hostile_requests_get_contract_answers_and_stay_in_base_path.__name__
+    if not any(getattr(item, "originalname", item.name) == prop for item in request.session.items):
+        pytest.skip("the property test was not selected in this session")
     print(
         f"\nhostile inputs tried: {TRIED['count']}, forwarded: {TRIED['forwarded']}, statuses: {TRIED['statuses']}"
     )
-    assert TRIED["count"] == 0 or TRIED["count"] >= EXAMPLES // 2
+    assert TRIED["count"] >= EXAMPLES // 2

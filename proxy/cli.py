@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from proxy.config import DEFAULT_CONFIG_PATH, Settings, load_config, unsafe_listen
+from proxy.config import DEFAULT_CONFIG_PATH, Settings, load_config_async, unsafe_listen
 from proxy.errors import ConfigError, ConfigProblem, SignetError
 from proxy.log import configure_logging
 
@@ -107,7 +107,7 @@ def _print_config_error(exc: ConfigError) -> None:
 
 def _load(args: argparse.Namespace) -> tuple[Settings, str]:
     path = args.config or _default_config()
-    return load_config(path), path
+    return run_async(load_config_async(path)), path
 
 
 # ---------------------------------------------------------------------- check
@@ -173,9 +173,12 @@ def run_server(
     import dataclasses
 
     from proxy.app import Signet, serve_until_stopped
+    from proxy.vault import VaultClients
 
-    def load() -> Settings:
-        s = load_config(path)
+    vault = VaultClients()
+
+    async def load() -> Settings:
+        s = await load_config_async(path, vault_clients=vault)
         if not overrides:
             return s
         s = dataclasses.replace(s, **overrides)
@@ -185,8 +188,18 @@ def run_server(
             raise ConfigError([ConfigProblem("--listen", why)], path)
         return s
 
-    app = Signet(load(), config_path=path, reuse_port=reuse_port, tune_gc=True)
-    return int(run_async(serve_until_stopped(app, load)))
+    async def serve() -> int:
+        try:
+            settings = await load()
+        except BaseException:
+            await vault.close()
+            raise
+        app = Signet(
+            settings, config_path=path, reuse_port=reuse_port, tune_gc=True, vault_clients=vault
+        )
+        return await serve_until_stopped(app, load)
+
+    return int(run_async(serve()))
 
 
 def run_async(coro: Any) -> Any:

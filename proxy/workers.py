@@ -41,7 +41,7 @@ import sys
 import time
 from typing import Any
 
-from proxy.config import load_config, parse_hostport, unsafe_listen
+from proxy.config import load_config_async, parse_hostport, unsafe_listen
 from proxy.errors import ConfigError, ConfigProblem
 from proxy.log import configure_logging, get_logger
 
@@ -59,7 +59,7 @@ def run_workers(args: argparse.Namespace, workers: int) -> int:
     from proxy.cli import _default_config, run_async
 
     path = args.config or _default_config()
-    settings = load_config(path)  # ConfigError -> exit 1 in cli.main
+    settings = run_async(load_config_async(path))  # ConfigError -> exit 1 in cli.main
     listen = parse_hostport(args.listen) if args.listen else settings.listen
     admin = parse_hostport(args.admin_listen) if args.admin_listen else settings.admin_listen
     # --listen must not bypass the config's rule about non-loopback addresses (as in run_server)
@@ -371,11 +371,13 @@ def worker_main() -> int:
     listen = (spec["listen"][0], int(spec["listen"][1]))
     admin = (spec["admin_host"], 0)
 
-    def load() -> Any:
-        return dataclasses.replace(load_config(path), listen=listen, admin_listen=admin)
+    async def load() -> Any:
+        s = await load_config_async(path, vault_clients=app.vault)
+        return dataclasses.replace(s, listen=listen, admin_listen=admin)
 
     try:
-        settings = load()
+        first = run_async(load_config_async(path))
+        settings = dataclasses.replace(first, listen=listen, admin_listen=admin)
     except ConfigError as exc:
         wlog.error("worker_config_error", problems=[str(p) for p in exc.problems])
         return 1

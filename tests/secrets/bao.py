@@ -16,7 +16,7 @@ from typing import Any
 
 import hvac
 
-from tests.conftest import LOG_DIR, secret
+from tests.conftest import secret
 
 BAO = Path(sys.executable).parent / "bao"
 
@@ -40,7 +40,8 @@ class Bao:
         self.addr = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
         self.home = tempfile.mkdtemp(prefix="signet-bao-home-")
-        self.log_path = LOG_DIR / f"bao-{self.port}.log"
+        # not in LOG_DIR: the dev server prints its root token, and this is not a Signet log
+        self.log_path = Path(self.home) / "bao.log"
 
     def start(self, timeout: float = 30.0) -> Bao:
         log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process

@@ -192,7 +192,10 @@ class Signet:
     async def reload(
         self, load: Callable[[], Settings | Awaitable[Settings]] | None = None
     ) -> bool:
-        """Load the config again (every file and vault reference too) and swap it in; keep the old one if the new is bad."""
+        """Load the config again (re-reading every file and vault reference) and swap it in.
+
+        A bad new config is logged and the old one kept.
+        """
         async with self._reload_lock:
             try:
                 if load is not None:

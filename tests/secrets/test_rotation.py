@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+
 from tests.conftest import SignetProcess, secret
 from tests.secrets.bao import Bao
 from tests.secrets.load import Load

@@ -86,12 +86,12 @@ def test_sync_loader_refuses_vault_references_clearly() -> None:
 
 async def test_bad_reference_syntax_and_missing_credentials(bao: Bao) -> None:
     text = """
-vault: {address: %s}
+vault: {address: ADDR}
 routes:
   - prefix: /3c
     upstream: http://127.0.0.1:9/api
     auth: {scheme: threecommas, api_key: "${vault:secret/a#b}", secret: s3cr3t-value}
-""" % bao.addr
+""".replace("ADDR", bao.addr)
     with pytest.raises(ConfigError) as err:
         await load_config_text_async(text, env={})
     assert "vault.auth" in str(err.value) and "VAULT_TOKEN" in str(err.value)

@@ -124,6 +124,9 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(
             f"  {r.name:<20} {r.prefix:<20} -> {r.upstream}  auth={r.scheme_cls.name}  body={body}"
         )
+        if r.auth_by_client:
+            own = ", ".join(f"{c} ({cls.name})" for c, (cls, _) in r.auth_by_client.items())
+            print(f"  {'':<20} own credentials: {own}")
     if settings.clients is not None:
         print(f"  inbound clients: {', '.join(c.name for c in settings.clients)}")
     return 0

@@ -127,6 +127,7 @@ class RouteModel(_Model):
     prefix: Text
     upstream: Text
     auth: dict[str, Any] = Field(default_factory=lambda: {"scheme": "none"})
+    auth_by_client: dict[str, dict[str, Any]] = Field(default_factory=dict)
     strip_headers: list[Text] = Field(default_factory=list)
     set_headers: dict[str, TextOrSecret] = Field(default_factory=dict)
     forward_client_info: bool = False
@@ -206,6 +207,10 @@ class Route:
     strip_headers: tuple[str, ...] = ()
     set_headers: Mapping[str, str | Secret] = field(default_factory=dict)
     forward_client_info: bool = False
+    # inbound client name -> its own vendor credentials on this route
+    auth_by_client: Mapping[str, tuple[type[AuthScheme], SchemeOptions]] = field(
+        default_factory=dict
+    )
 
     @property
     def origin(self) -> str:
@@ -856,6 +861,26 @@ def _build_auth(
     return cls, options
 
 
+def _check_auth_by_client(model: SettingsModel, names: dict[str, int], problems: _Problems) -> None:
+    """Every ``auth_by_client`` key names a client that exists and may use the route."""
+    clients = {c.name: c for c in model.clients or ()}
+    for i, r in enumerate(model.routes):
+        route_name = r.name or _default_route_name(r.prefix)
+        for client_name in r.auth_by_client:
+            loc: Loc = ("routes", i, "auth_by_client", client_name)
+            if model.clients is None:
+                problems.add(loc, "auth_by_client needs a 'clients' section (inbound authentication)")
+                continue
+            client = clients.get(client_name)
+            if client is None:
+                hint = _did_you_mean(client_name, list(clients))
+                problems.add(loc, f"no client named {client_name!r}{hint}")
+            elif client.routes is not None and route_name not in client.routes:
+                problems.add(
+                    loc, f"client {client_name!r} may not use route {route_name!r} (its routes list)"
+                )
+
+
 def _build_settings(
     model: SettingsModel, problems: _Problems, source: str, secrets: set[str]
 ) -> Settings | None:
@@ -898,6 +923,10 @@ def _build_settings(
             if isinstance(h, Secret):
                 secrets.add(h.reveal())
         built = _build_auth(r.auth, (*loc, "auth"), problems)
+        by_client: dict[str, tuple[type[AuthScheme], SchemeOptions]] = {}
+        for client_name, raw_auth in r.auth_by_client.items():
+            if (one := _build_auth(raw_auth, (*loc, "auth_by_client", client_name), problems)):
+                by_client[client_name] = one
         rt = r.timeout or RouteTimeoutModel()
         rtls = r.tls or RouteTLSModel()
         tls = TLSSettings(
@@ -927,6 +956,7 @@ def _build_settings(
                 strip_headers=tuple(r.strip_headers),
                 set_headers=dict(r.set_headers),
                 forward_client_info=r.forward_client_info,
+                auth_by_client=by_client,
             )
         )
 
@@ -960,11 +990,15 @@ def _build_settings(
             )
         clients = tuple(built_clients)
 
+    _check_auth_by_client(model, names, problems)
+
     if listen[0] and (why := unsafe_listen(listen[0], bool(model.clients), model.allow_unauthenticated)):
         problems.add(("listen",), why)
 
     for r in routes:
         secrets.update(secret_values_in(r.auth))
+        for _, options in r.auth_by_client.values():
+            secrets.update(secret_values_in(options))
 
     if problems.items:
         return None

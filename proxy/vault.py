@@ -304,8 +304,9 @@ class VaultClient:
         elif status == 403:
             raise VaultError(
                 VaultError.DENIED,
-                f"permission denied on sys/internal/ui/mounts/{path} "
-                "(the policy needs read there to detect the KV version)",
+                f"permission denied on sys/internal/ui/mounts/{path}: no secrets engine is "
+                "mounted there, or the policy grants nothing under it (read is needed to "
+                "detect the KV version)",
             )
         elif status != 200:
             raise VaultError(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import secrets as pysecrets
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -34,14 +35,16 @@ class Bao:
     write their data again, as an operator restoring a server would).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, tls: bool = False) -> None:
         self.port = free_port()
         self.root_token = secret("root-" + pysecrets.token_hex(12))
-        self.addr = f"http://127.0.0.1:{self.port}"
+        self.tls = tls
+        self.addr = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
         self.home = tempfile.mkdtemp(prefix="signet-bao-home-")
         # not in LOG_DIR: the dev server prints its root token, and this is not a Signet log
         self.log_path = Path(self.home) / "bao.log"
+        self.ca_file = Path(self.home) / "vault-ca.pem"  # written by -dev-tls
 
     def start(self, timeout: float = 30.0) -> Bao:
         log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
@@ -53,6 +56,7 @@ class Bao:
                 "-dev-no-store-token",
                 f"-dev-listen-address=127.0.0.1:{self.port}",
                 f"-dev-root-token-id={self.root_token}",
+                *([f"-dev-tls-cert-dir={self.home}", "-dev-tls"] if self.tls else []),
             ],
             stdout=log,
             stderr=log,
@@ -64,7 +68,10 @@ class Bao:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"bao exited ({self.proc.returncode}); see {self.log_path}")
             try:
-                with urllib.request.urlopen(self.addr + "/v1/sys/health", timeout=2) as r:
+                ctx = ssl.create_default_context(cafile=self.ca_file) if self.tls else None
+                if ctx is not None and not self.ca_file.exists():
+                    raise OSError("no CA yet")
+                with urllib.request.urlopen(self.addr + "/v1/sys/health", timeout=2, context=ctx) as r:
                     if r.status == 200:
                         return self
             except (urllib.error.URLError, OSError):
@@ -84,7 +91,8 @@ class Bao:
         self.proc = None
 
     def client(self, token: str | None = None) -> hvac.Client:
-        return hvac.Client(url=self.addr, token=token or self.root_token, timeout=10)
+        verify: str | bool = str(self.ca_file) if self.tls else True
+        return hvac.Client(url=self.addr, token=token or self.root_token, timeout=10, verify=verify)
 
     # ------------------------------------------------------------ data helpers
 

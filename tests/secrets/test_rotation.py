@@ -6,6 +6,7 @@ import asyncio
 import os
 import re
 import secrets as pysecrets
+import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -229,3 +230,28 @@ routes:
             await asyncio.sleep(0.05)
     await asyncio.sleep(0.3)
     assert app.runtime is runtime
+
+
+async def test_sighup_rereads_vault_at_once(
+    bao: Bao, aiohttp_server: Any, signet_process: Callable[..., SignetProcess]
+) -> None:
+    key, old, new = fresh(), fresh(), fresh()
+    vendor = RotatingVendor({key: [old, new]})
+    server = await aiohttp_server(vendor.app(), host="127.0.0.1")
+    bao.put("signet/hup", api_key=key, secret=old)
+    proc = signet_process(
+        config(bao, str(server.make_url("")).rstrip("/"), "signet/hup", refresh=300)
+    )
+    async with aiohttp.ClientSession() as s:
+        async def call() -> None:
+            async with s.get(proc.proxy_url + "/3c/ver1/accounts") as r:
+                assert r.status == 200, await r.text()
+
+        await call()
+        bao.put("signet/hup", api_key=key, secret=new)
+        await call()
+        assert [x.secret_index for x in vendor.seen] == [0, 0]  # not before the next refresh
+        proc.signal(signal.SIGHUP)
+        await asyncio.to_thread(proc.wait_event, "reloaded", 15)
+        await call()
+        assert vendor.seen[-1].secret_index == 1

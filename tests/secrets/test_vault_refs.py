@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import hvac
 import pytest
 
 from proxy.config import load_config_text, load_config_text_async
@@ -202,3 +203,38 @@ def test_check_reports_a_denied_mount_lookup(bao: Bao, tmp_path: Path) -> None:
     assert "routes[0].auth.api_key" in r.stderr
     assert "${vault:secret/signet/nomounts#api_key}: permission denied" in r.stderr
     no_secret_in(r.stdout + r.stderr)
+
+
+async def test_ca_file_and_namespace_are_honoured() -> None:
+    """An OpenBao with its own CA (-dev-tls), a secret inside a namespace."""
+    bao = Bao(tls=True).start()
+    try:
+        c = bao.client()
+        c.adapter.post("/v1/sys/namespaces/team-a")
+        team = hvac.Client(
+            url=bao.addr, token=bao.root_token, namespace="team-a", verify=str(bao.ca_file)
+        )
+        team.sys.enable_secrets_engine("kv", path="secret", options={"version": "2"})
+        value = fresh()
+        team.secrets.kv.v2.create_or_update_secret("signet/ns", secret={"api_key": value})
+        text = f"""
+vault:
+  address: {bao.addr}
+  namespace: team-a
+  ca_file: {bao.ca_file}
+  auth: {{token: {bao.root_token}}}
+routes:
+  - prefix: /b
+    upstream: http://127.0.0.1:9
+    auth: {{scheme: bearer, token: "${{vault:secret/signet/ns#api_key}}"}}
+"""
+        settings = await load_config_text_async(text, env={})
+        assert settings.routes[0].auth.token == Secret(value)  # type: ignore[attr-defined]
+
+        # without the namespace the path does not exist; without the CA, TLS fails
+        with pytest.raises(ConfigError, match=r"no secret at|permission denied|no secrets engine"):
+            await load_config_text_async(text.replace("  namespace: team-a\n", ""), env={})
+        with pytest.raises(ConfigError, match="TLS certificate verification failed"):
+            await load_config_text_async(text.replace(f"  ca_file: {bao.ca_file}\n", ""), env={})
+    finally:
+        bao.stop()

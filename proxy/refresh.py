@@ -114,6 +114,7 @@ class SecretRefresher:
             return False
         if not await self._apply(base, new):
             return False
+        await self.vault.retain_only(new.vault)  # e.g. a rotated Vault token file: a new login
         log.info("secrets_refreshed", references=sorted(ref_text(k) for k in changed))
         return True
 

@@ -270,9 +270,17 @@ class VaultClient:
         except VaultError as exc:
             if exc.kind != VaultError.DENIED or isinstance(self.settings.auth, TokenAuth):
                 raise
-        # a 403 may be an expired token: one fresh login, then one more try
+            denied = exc
+        # a 403 may come from an expired token rather than the policy: then log in once more
+        if await self._token_valid():
+            raise denied
         await self.relogin()
         return await self._read_secret(path)
+
+    async def _token_valid(self) -> bool:
+        token = self._login.token if self._login else ""
+        status, _ = await self._call("GET", "auth/token/lookup-self", token=token)
+        return status == 200
 
     async def _read_secret(self, path: str) -> dict[str, Any]:
         token = await self.token()

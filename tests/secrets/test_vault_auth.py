@@ -238,3 +238,57 @@ routes:
     finally:
         await client.close()
     assert REDACTOR is not None
+
+
+async def test_refresh_denied_keeps_values_and_revoked_token_logs_in_again(
+    bao: Bao, upstream: Any
+) -> None:
+    """Denied by policy: a refresh failure, no login churn. Token revoked: one new login, refresh goes on."""
+    from proxy.app import Signet
+
+    value = fresh()
+    bao.put("signet/denied", api_key=value)
+    role_id, secret_id = enable_approle(bao, ttl="300s", max_ttl="600s")
+    text = f"""
+listen: 127.0.0.1:0
+admin_listen: 127.0.0.1:0
+secret_refresh: 0.2
+vault:
+  address: {bao.addr}
+  auth: {{approle: {{role_id: {role_id}, secret_id: {secret_id}}}}}
+routes:
+  - prefix: /b
+    upstream: {str(upstream.make_url("")).rstrip("/")}
+    auth: {{scheme: bearer, token: "${{vault:secret/signet/denied#api_key}}"}}
+"""
+    app = Signet(await load_config_text_async(text, env={}))
+    await app.start()
+    try:
+        def failures() -> float:
+            return app.metrics.registry.get_sample_value("signet_secret_refresh_failures_total") or 0
+
+        assert app.settings.vault is not None
+        client = app.vault.get(app.settings.vault)
+        await wait_for(lambda: client.logins >= 1)
+        # the policy no longer grants the path: refreshes fail, the value stays, no new logins
+        bao.client().sys.create_or_update_policy(
+            "signet-read", 'path "secret/data/other/*" { capabilities = ["read"] }\n'
+        )
+        await wait_for(lambda: failures() >= 2)
+        assert client.logins == 1
+        route = app.runtime.routes[0] if app.runtime else None
+        assert route is not None and route.route.auth.token == Secret(value)  # type: ignore[attr-defined]
+
+        # access back, but Signet's token revoked: a 403, then lookup-self fails -> one new login
+        bao.client().sys.create_or_update_policy("signet-read", READ_POLICY)
+        assert client._login is not None
+        bao.client().auth.token.revoke(client._login.token)
+        new_value = fresh()
+        bao.put("signet/denied", api_key=new_value)
+        runtime = app.runtime
+        await wait_for(lambda: app.runtime is not runtime)
+        assert client.logins == 2
+        assert app.runtime is not None
+        assert app.runtime.routes[0].route.auth.token == Secret(new_value)  # type: ignore[attr-defined]
+    finally:
+        await app.stop()

@@ -419,12 +419,12 @@ class LifetimeWatcher:
                     client._count("renewals", "ok")
                     log.info("vault_token_renewed", method=client.settings.method, ttl_s=new_ttl)
                     renewable = bool(info.get("renewable", True))
-                    if new_ttl >= requested * 0.9 or not can_login:
-                        ttl = new_ttl if new_ttl > 0 else requested
-                        if new_ttl > 0:
-                            continue
-                    # the lease stopped growing: max TTL is near, log in while it still lives
+                    if new_ttl <= 0:
+                        return  # the token no longer expires
                     ttl = new_ttl
+                    if new_ttl >= requested * 0.9 or not can_login:
+                        continue
+                    # the lease stopped growing: max TTL is near, log in while it still lives
                 else:
                     client._count("renewals", "error")
                     log.warning(

@@ -129,6 +129,12 @@ def cmd_check(args: argparse.Namespace) -> int:
             print(f"  {'':<20} own credentials: {own}")
     if settings.clients is not None:
         print(f"  inbound clients: {', '.join(c.name for c in settings.clients)}")
+    if refreshable := settings.refreshable():
+        vault = sum(1 for k in refreshable if k.startswith("vault:"))
+        print(
+            f"  secrets: {len(refreshable) - vault} file and {vault} vault reference(s), "
+            f"re-read every {settings.secret_refresh:g} s"
+        )
     return 0
 
 

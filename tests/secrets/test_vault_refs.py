@@ -168,6 +168,7 @@ routes:
     r = _check(cfg)
     assert r.returncode == 0, r.stderr
     assert "ok" in r.stdout
+    assert "secrets: 0 file and 1 vault reference(s), re-read every 300 s" in r.stdout
     no_secret_in(r.stdout + r.stderr)
 
 

@@ -12,22 +12,25 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import inspect
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
 from proxy.clock import SYSTEM_CLOCK, Clock
-from proxy.config import Settings, load_config
+from proxy.config import Settings, load_config_async
 from proxy.errors import ConfigError, ListenError
 from proxy.forward import ProxyHandler
 from proxy.log import REDACTOR, get_logger
 from proxy.metrics import Metrics
 from proxy.protocol import SignetServer
+from proxy.refresh import SecretRefresher
 from proxy.runtime import Runtime
 from proxy.serving import os_reason
+from proxy.vault import VaultClients
 
 log = get_logger("signet")
 
@@ -74,6 +77,7 @@ class Signet:
         config_path: str | None = None,
         reuse_port: bool = False,
         tune_gc: bool = False,
+        vault_clients: VaultClients | None = None,
     ) -> None:
         self.settings = settings
         self.clock = clock
@@ -91,6 +95,9 @@ class Signet:
         self._reload_lock = asyncio.Lock()
         self.proxy_address: tuple[str, int] = ("", 0)
         self.admin_address: tuple[str, int] = ("", 0)
+        self.vault = vault_clients or VaultClients()
+        self.vault.use_metrics(self.metrics)
+        self.refresher: SecretRefresher | None = None
 
     # --------------------------------------------------------------- start
 
@@ -104,6 +111,10 @@ class Signet:
         except BaseException:
             await self._close_partial()
             raise
+        self.refresher = SecretRefresher(
+            lambda: self.settings, self.apply_refresh, self.vault, self.metrics
+        )
+        self.refresher.start()
         if self.tune_gc:
             tune_gc()
         self.ready = True
@@ -190,6 +201,8 @@ class Signet:
         )
 
     async def _metrics(self, request: web.Request) -> web.Response:
+        if self.refresher is not None:
+            self.refresher.update_ages()
         return web.Response(
             body=self.metrics.render(),
             headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
@@ -197,14 +210,20 @@ class Signet:
 
     # ------------------------------------------------------------- reload
 
-    async def reload(self, load: Callable[[], Settings] | None = None) -> bool:
-        """Load the config again and swap it in; keep the old one if the new is bad."""
+    async def reload(
+        self, load: Callable[[], Settings | Awaitable[Settings]] | None = None
+    ) -> bool:
+        """Load the config again (re-reading every file and vault reference) and swap it in.
+
+        A bad new config is logged and the old one kept.
+        """
         async with self._reload_lock:
             try:
                 if load is not None:
-                    settings = load()
+                    loaded = load()
+                    settings = await loaded if inspect.isawaitable(loaded) else loaded
                 elif self.config_path:
-                    settings = load_config(self.config_path)
+                    settings = await load_config_async(self.config_path, vault_clients=self.vault)
                 else:
                     raise ConfigError([], "no config path to reload from")
             except ConfigError as exc:
@@ -223,28 +242,44 @@ class Signet:
                     "reload_listen_ignored",
                     message="listen/admin_listen changes need a restart; addresses kept",
                 )
-            new = Runtime(settings, metrics=self.metrics, clock=self.clock)
-            try:
-                await new.start()
-            except Exception as exc:
-                self.metrics.config_reloads.labels("error").inc()
-                log.error(
-                    "reload_failed", message=f"could not start new config: {type(exc).__name__}"
-                )
+            if not await self._swap(settings):
                 return False
-            old = self.runtime
-            REDACTOR.set_static(new.secret_values() | (old.secret_values() if old else set()))
-            self.runtime = new
-            self.settings = settings
-            assert self.handler is not None
-            self.handler.runtime = new
             self.metrics.config_reloads.labels("ok").inc()
             log.info("reloaded", routes=[r.name for r in settings.routes], source=settings.source)
-            if old is not None:
-                task = asyncio.create_task(self._retire(old))
-                self._retiring.add(task)
-                task.add_done_callback(self._retiring.discard)
+            await self.vault.retain_only(settings.vault)
             return True
+
+    async def apply_refresh(self, base: Settings, new: Settings) -> bool:
+        """Swap in settings with refreshed secret values, unless a reload replaced ``base`` meanwhile."""
+        async with self._reload_lock:
+            if self.settings is not base:
+                return False
+            return await self._swap(new)
+
+    async def _swap(self, settings: Settings) -> bool:
+        """A new runtime for new requests; the old one finishes its requests, then closes."""
+        new = Runtime(settings, metrics=self.metrics, clock=self.clock)
+        try:
+            await new.start()
+        except Exception as exc:
+            self.metrics.config_reloads.labels("error").inc()
+            log.error(
+                "reload_failed", message=f"could not start new config: {type(exc).__name__}"
+            )
+            return False
+        old = self.runtime
+        REDACTOR.set_static(new.secret_values() | (old.secret_values() if old else set()))
+        self.runtime = new
+        self.settings = settings
+        assert self.handler is not None
+        self.handler.runtime = new
+        if self.refresher is not None:
+            self.refresher.note_settings(settings)
+        if old is not None:
+            task = asyncio.create_task(self._retire(old))
+            self._retiring.add(task)
+            task.add_done_callback(self._retiring.discard)
+        return True
 
     async def _retire(self, old: Runtime) -> None:
         """Close a replaced runtime once its last request is done."""
@@ -272,12 +307,15 @@ class Signet:
             await (
                 self._proxy_runner.cleanup()
             )  # stops listening, waits for handlers up to the grace
+        if self.refresher is not None:
+            await self.refresher.stop()
         for task in list(self._retiring):
             task.cancel()
         if self.runtime is not None:
             await self.runtime.close()
         if self._admin_runner is not None:
             await self._admin_runner.cleanup()
+        await self.vault.close()
         log.info("stopped")
 
     async def __aenter__(self) -> Signet:
@@ -289,7 +327,9 @@ class Signet:
 
 
 async def serve_until_stopped(
-    app: Signet, load: Callable[[], Settings], after_start: Callable[[], bool] | None = None
+    app: Signet,
+    load: Callable[[], Settings | Awaitable[Settings]],
+    after_start: Callable[[], bool] | None = None
 ) -> int:
     """Run ``app`` until SIGTERM/SIGINT (then drain); SIGHUP reloads with ``load``.
 

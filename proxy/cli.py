@@ -17,7 +17,7 @@ from importlib import metadata
 from proxy.config import (
     Route,
     Settings,
-    load_config,
+    load_config_async,
     override_listen,
     parse_hostport,
     route_secret_sources,
@@ -147,7 +147,7 @@ def _print_config_error(exc: ConfigError) -> None:
 
 def _load(args: argparse.Namespace) -> tuple[Settings, str]:
     path = args.config or default_config_path()
-    return load_config(path), path
+    return run_async(load_config_async(path)), path
 
 
 # ---------------------------------------------------------------------- check
@@ -166,12 +166,21 @@ def cmd_check(args: argparse.Namespace) -> int:
         )
         for field, source in route_secret_sources(settings, i):
             print(f"      {field} <- {source}")
+        if r.auth_by_client:
+            own = ", ".join(f"{c} ({cls.name})" for c, (cls, _) in r.auth_by_client.items())
+            print(f"      own credentials: {own}")
     if settings.clients is not None:
         names = ", ".join(c.name for c in settings.clients) or "none (every request is refused)"
         print(f"  inbound clients: {names}")
         for i, c in enumerate(settings.clients):
-            refs = settings.references.get(f"clients[{i}].token")
+            refs = settings.reference_texts.get(f"clients[{i}].token")
             print(f"      {c.name}.token <- {' '.join(refs) if refs else 'a literal in the config file'}")
+    if refreshable := settings.refreshable():
+        vault = sum(1 for k in refreshable if k.startswith("vault:"))
+        print(
+            f"  secrets: {count(len(refreshable) - vault, 'file reference')} and "
+            f"{count(vault, 'vault reference')}, re-read every {settings.secret_refresh:g} s"
+        )
     return 0
 
 
@@ -231,13 +240,25 @@ def run_server(
 ) -> int:
     """Serve until SIGTERM/SIGINT; SIGHUP reloads. Runs on uvloop when installed."""
     from proxy.app import Signet, serve_until_stopped
+    from proxy.vault import VaultClients
 
-    def load() -> Settings:
+    vault = VaultClients()
+
+    async def load() -> Settings:
+        s = await load_config_async(path, vault_clients=vault)
         # --listen must not bypass the config's rule about non-loopback addresses
-        return override_listen(load_config(path), listen, admin_listen)
+        return override_listen(s, listen, admin_listen)
 
-    app = Signet(load(), config_path=path, tune_gc=True)
-    return run_async(serve_until_stopped(app, load))
+    async def serve() -> int:
+        try:
+            settings = await load()
+        except BaseException:
+            await vault.close()
+            raise
+        app = Signet(settings, config_path=path, tune_gc=True, vault_clients=vault)
+        return await serve_until_stopped(app, load)
+
+    return int(run_async(serve()))
 
 
 # ----------------------------------------------------------------------- sign

@@ -4,8 +4,12 @@ Three passes, each collecting every problem rather than stopping at the first:
 
 1. parse the YAML, remembering the line of every key (so a problem can say
    ``routes[2].auth.api_secret (line 14)``) and refusing duplicate keys;
-2. resolve ``${NAME}`` / ``${file:/path}`` references; a value that used one
-   becomes a :class:`~proxy.secret.Secret`;
+2. resolve ``${NAME}`` / ``${file:/path}`` / ``${vault:MOUNT/PATH#FIELD}``
+   references, one resolver per kind (:class:`References`); a value that used
+   one becomes a :class:`~proxy.secret.Secret`. Vault reads are network I/O,
+   so :func:`load_config_async` fetches every vault reference first (one read
+   per secret path) and the synchronous pass looks the values up; the
+   synchronous :func:`load_config` refuses a config that uses vault;
 3. validate with pydantic models (unknown keys are errors with a did-you-mean),
    then each route's ``auth`` block against its scheme's own ``Options`` model,
    then cross-field rules (unique names and prefixes, listen address safety).
@@ -16,13 +20,12 @@ names, variable names and paths.
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import ipaddress
 import os
 import re
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -33,7 +36,17 @@ from yarl import URL
 from proxy.auth import SCHEMES, SchemeOptions
 from proxy.auth.base import AuthScheme
 from proxy.errors import ConfigError, ConfigProblem
-from proxy.secret import Secret, reveal, secret_values_in
+from proxy.secret import Secret, reveal, secret_values_in, value_problem
+from proxy.vault import (
+    AppRoleAuth,
+    KubernetesAuth,
+    TokenAuth,
+    VaultClients,
+    VaultError,
+    VaultRef,
+    VaultSettings,
+    fetch_refs,
+)
 
 Loc = tuple[str | int, ...]
 
@@ -114,6 +127,7 @@ class RouteModel(_Model):
     prefix: Text
     upstream: Text
     auth: dict[str, Any] = Field(default_factory=lambda: {"scheme": "none"})
+    auth_by_client: dict[str, dict[str, Any]] = Field(default_factory=dict)
     strip_headers: list[Text] = Field(default_factory=list)
     set_headers: dict[str, TextOrSecret] = Field(default_factory=dict)
     forward_client_info: bool = False
@@ -121,6 +135,31 @@ class RouteModel(_Model):
     max_body_bytes: int | None = Field(None, ge=0)
     tls: RouteTLSModel | None = None
     max_in_flight: int | None = Field(None, ge=1)
+
+
+class VaultAppRoleModel(_Model):
+    role_id: Secret
+    secret_id: Secret
+    mount: Text = "approle"
+
+
+class VaultKubernetesModel(_Model):
+    role: Text = Field(min_length=1)
+    mount: Text = "kubernetes"
+    jwt_file: Text = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+
+
+class VaultAuthModel(_Model):
+    token: Secret | None = None
+    approle: VaultAppRoleModel | None = None
+    kubernetes: VaultKubernetesModel | None = None
+
+
+class VaultModel(_Model):
+    address: Text | None = None
+    namespace: Text | None = None
+    ca_file: Text | None = None
+    auth: VaultAuthModel | None = None
 
 
 class SettingsModel(_Model):
@@ -131,6 +170,8 @@ class SettingsModel(_Model):
     defaults: DefaultsModel = DefaultsModel()
     limits: LimitsModel = LimitsModel()
     clients: list[ClientModel] | None = None
+    vault: VaultModel | None = None
+    secret_refresh: float = Field(300.0, gt=0)
     routes: list[RouteModel] = Field(min_length=1)
 
 
@@ -166,6 +207,10 @@ class Route:
     strip_headers: tuple[str, ...] = ()
     set_headers: Mapping[str, str | Secret] = field(default_factory=dict)
     forward_client_info: bool = False
+    # inbound client name -> its own vendor credentials on this route
+    auth_by_client: Mapping[str, tuple[type[AuthScheme], SchemeOptions]] = field(
+        default_factory=dict
+    )
 
     @property
     def origin(self) -> str:
@@ -190,9 +235,19 @@ class Settings:
     routes: tuple[Route, ...]
     source: str = "<string>"
     secret_values: frozenset[str] = frozenset()
-    # location ("routes[0].auth.secret") -> the references its value was read from
+    vault: VaultSettings | None = None
+    secret_refresh: float = 300.0
+    # every reference the config used: key ("NAME", "file:/p", "vault:m/p#f") -> value
+    references: Mapping[str, str] = field(default_factory=dict, repr=False)
+    reference_locations: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # location ("routes[0].auth.secret") -> the reference texts its value was read from
     # ("${THREECOMMAS_SECRET}"): reference text only, never a value; see route_secret_sources
-    references: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    reference_texts: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    origin: ConfigOrigin | None = field(default=None, repr=False, compare=False)
+
+    def refreshable(self) -> list[str]:
+        """The references re-read by a secret refresh (files and vault; env is read once)."""
+        return [k for k in self.references if ref_kind(k) in ("file", "vault")]
 
     def __repr__(self) -> str:
         names = ", ".join(r.name for r in self.routes)
@@ -315,13 +370,98 @@ _REF = re.compile(r"\$\$\{|\$\{([^}]*)\}")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
+class RefProblem(Exception):
+    """A reference that cannot be resolved; the message names it, never a value."""
+
+
+def ref_kind(key: str) -> str:
+    """``env``, ``file`` or ``vault`` for a reference key (the text inside ``${...}``)."""
+    kind, sep, _ = key.partition(":")
+    return kind if sep and kind in ("file", "vault") else "env"
+
+
+def ref_text(key: str) -> str:
+    return "${" + key + "}"
+
+
+class References:
+    """Resolves ``${...}`` references, one resolver per kind, and remembers each one used.
+
+    ``values`` maps a reference key to its value for the keys resolved elsewhere:
+    vault values fetched by :func:`load_config_async`, or every file and vault
+    value a secret refresh re-read. Other keys go to the kind's resolver.
+    """
+
+    def __init__(
+        self,
+        env: Mapping[str, str],
+        values: Mapping[str, str | VaultError] | None = None,
+    ) -> None:
+        self.env = env
+        self.values = dict(values or {})
+        self.used: dict[str, str] = {}
+        self.locations: dict[str, list[str]] = {}
+        self.resolvers: dict[str, Callable[[str], str]] = {
+            "env": self._env,
+            "file": self._file,
+            "vault": self._vault,
+        }
+
+    def resolve(self, key: str, loc: Loc) -> str:
+        self.locations.setdefault(key, [])
+        if format_loc(loc) not in self.locations[key]:
+            self.locations[key].append(format_loc(loc))
+        known = self.values.get(key)
+        if isinstance(known, VaultError):
+            raise RefProblem(f"cannot read {ref_text(key)}: {known.message}")
+        value = known if known is not None else self.resolvers[ref_kind(key)](key)
+        self.used[key] = value
+        return value
+
+    def _env(self, key: str) -> str:
+        if not _ENV_NAME.match(key):
+            raise RefProblem(
+                f"bad reference ${{{key}}}: use ${{NAME}}, ${{file:/path}} or "
+                "${vault:MOUNT/PATH#FIELD}"
+            )
+        if key not in self.env:
+            raise RefProblem(f"environment variable {key} is not set")
+        return self.env[key]
+
+    def _file(self, key: str) -> str:
+        path = key[5:].strip()
+        try:
+            return read_secret_file(path)
+        except OSError as exc:
+            raise RefProblem(f"cannot read secret file {path!r} ({exc.strerror or exc})") from None
+
+    def _vault(self, key: str) -> str:
+        try:
+            VaultRef.parse(key[6:])
+        except ValueError as exc:
+            raise RefProblem(f"bad reference {ref_text(key)}: {exc}") from None
+        raise RefProblem(
+            f"{ref_text(key)} needs Vault, which only the async loader reads "
+            "(signet serve / check do; load_config_async in code)"
+        )
+
+
+def read_secret_file(path: str) -> str:
+    """A ``${file:...}`` value: the content, one trailing newline removed."""
+    try:
+        content = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise OSError(0, "not UTF-8 text") from None
+    return content[:-1] if content.endswith("\n") else content
+
+
 def _resolve_refs(
-    value: Any, loc: Loc, env: Mapping[str, str], problems: _Problems, found: set[str]
+    value: Any, loc: Loc, refs: References, problems: _Problems, found: set[str]
 ) -> Any:
     if isinstance(value, dict):
-        return {k: _resolve_refs(v, (*loc, k), env, problems, found) for k, v in value.items()}
+        return {k: _resolve_refs(v, (*loc, k), refs, problems, found) for k, v in value.items()}
     if isinstance(value, list):
-        return [_resolve_refs(v, (*loc, i), env, problems, found) for i, v in enumerate(value)]
+        return [_resolve_refs(v, (*loc, i), refs, problems, found) for i, v in enumerate(value)]
     if not isinstance(value, str) or "${" not in value:
         return value
 
@@ -332,27 +472,11 @@ def _resolve_refs(
         if match.group(0) == "$${":
             return "${"
         used_reference = True
-        ref = match.group(1).strip()
-        if ref.startswith("file:"):
-            path = ref[5:].strip()
-            try:
-                content = Path(path).read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError) as exc:
-                reason = (
-                    exc.strerror
-                    if isinstance(exc, OSError) and exc.strerror
-                    else type(exc).__name__
-                )
-                problems.add(loc, f"cannot read secret file {path!r} ({reason})")
-                return ""
-            return content[:-1] if content.endswith("\n") else content
-        if not _ENV_NAME.match(ref):
-            problems.add(loc, f"bad reference ${{{ref}}}: use ${{NAME}} or ${{file:/path}}")
+        try:
+            return refs.resolve(match.group(1).strip(), loc)
+        except RefProblem as exc:
+            problems.add(loc, str(exc))
             return ""
-        if ref not in env:
-            problems.add(loc, f"environment variable {ref} is not set")
-            return ""
-        return env[ref]
 
     resolved = _REF.sub(substitute, value)
     if "${" in _REF.sub("", value):
@@ -409,13 +533,29 @@ def route_secret_sources(settings: Settings, index: int) -> list[tuple[str, str]
     base = f"routes[{index}]."
     # fields that used a reference but are not kept as a Secret (e.g. upstream: ${URL}) still count
     fields += [
-        loc[len(base):] for loc in settings.references
+        loc[len(base):] for loc in settings.reference_texts
         if loc.startswith(base) and loc[len(base):] not in fields
     ]
     out = []
     for f in fields:
-        refs = settings.references.get(base + f)
+        refs = settings.reference_texts.get(base + f)
         out.append((f, " ".join(refs) if refs else "a literal in the config file"))
+    return out
+
+
+def vault_refs_in(value: Any) -> set[str]:
+    """Every ``vault:...`` reference key in the raw (unresolved) config data."""
+    out: set[str] = set()
+    if isinstance(value, dict):
+        for v in value.values():
+            out |= vault_refs_in(v)
+    elif isinstance(value, list):
+        for v in value:
+            out |= vault_refs_in(v)
+    elif isinstance(value, str) and "${" in value:
+        for m in _REF.finditer(value):
+            if m.group(1) is not None and ref_kind(m.group(1).strip()) == "vault":
+                out.add(m.group(1).strip())
     return out
 
 
@@ -585,7 +725,7 @@ def override_listen(
     """``settings`` with ``--listen`` / ``--admin-listen`` applied, under the config's own rule."""
     if listen is None and admin_listen is None:
         return settings
-    new = dataclasses.replace(
+    new = replace(
         settings,
         listen=listen or settings.listen,
         admin_listen=admin_listen or settings.admin_listen,
@@ -608,22 +748,86 @@ def is_loopback(host: str) -> bool:
 # --------------------------------------------------------------------------- entry
 
 
-def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Settings:
-    """Read and validate a config file; raises ConfigError with every problem."""
-    source = str(path)
+@dataclass(frozen=True)
+class ConfigOrigin:
+    """The parsed (unresolved) config, kept so a secret refresh can rebuild it with new values."""
+
+    data: dict[str, Any]
+    lines: dict[Loc, int]
+    env: Mapping[str, str]
+    source: str
+
+
+def _read_text(path: str | os.PathLike[str]) -> str:
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        return Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(
-            [ConfigProblem("", f"cannot read config file: {exc.strerror or exc}")], source
+            [ConfigProblem("", f"cannot read config file: {exc.strerror or exc}")], str(path)
         ) from None
-    return load_config_text(text, env=env, source=source)
+
+
+def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate a config file without vault references; raises ConfigError with every problem."""
+    return load_config_text(_read_text(path), env=env, source=str(path))
 
 
 def load_config_text(
     text: str, env: Mapping[str, str] | None = None, source: str = "<string>"
 ) -> Settings:
-    env = os.environ if env is None else env
+    origin = _parse_origin(text, os.environ if env is None else env, source)
+    return _build_from(origin, References(origin.env))
+
+
+async def load_config_async(
+    path: str | os.PathLike[str],
+    env: Mapping[str, str] | None = None,
+    vault_clients: VaultClients | None = None,
+) -> Settings:
+    """:func:`load_config` that also reads ``${vault:...}`` references (serve, check, SIGHUP).
+
+    ``vault_clients`` keeps the Vault login across reloads; without it a
+    client is made for this load and closed after.
+    """
+    return await load_config_text_async(
+        _read_text(path), env=env, source=str(path), vault_clients=vault_clients
+    )
+
+
+async def load_config_text_async(
+    text: str,
+    env: Mapping[str, str] | None = None,
+    source: str = "<string>",
+    vault_clients: VaultClients | None = None,
+) -> Settings:
+    origin = _parse_origin(text, os.environ if env is None else env, source)
+    keys = vault_refs_in(origin.data)
+    if not keys:
+        return _build_from(origin, References(origin.env))
+    problems = _Problems(origin.lines)
+    vault = _vault_settings(origin.data.get("vault"), origin.env, problems)
+    if vault is None:
+        raise ConfigError(problems.items, source)
+    own = vault_clients is None
+    clients = vault_clients or VaultClients()
+    try:
+        fetched = await fetch_refs(clients.get(vault), keys)
+    finally:
+        if own:
+            await clients.close()
+    return _build_from(origin, References(origin.env, fetched))
+
+
+def rebuild_settings(settings: Settings, values: Mapping[str, str]) -> Settings:
+    """The same config with new values for some references (a secret refresh); raises ConfigError."""
+    assert settings.origin is not None, "settings without an origin cannot be refreshed"
+    known = {**settings.references, **values}
+    rebuilt = _build_from(settings.origin, References(settings.origin.env, known))
+    # addresses may have been overridden on the command line; a refresh keeps them
+    return replace(rebuilt, listen=settings.listen, admin_listen=settings.admin_listen)
+
+
+def _parse_origin(text: str, env: Mapping[str, str], source: str) -> ConfigOrigin:
     early: list[ConfigProblem] = []
     data, lines = _parse_yaml(text, early)
     problems = _Problems(lines)
@@ -633,11 +837,62 @@ def load_config_text(
     if not isinstance(data, dict):
         problems.add((), "the config must be a mapping of keys (listen, routes, ...)")
         raise ConfigError(problems.items, source)
+    if early:
+        raise ConfigError(problems.items, source)
+    return ConfigOrigin(data, lines, env, source)
 
-    references: dict[str, tuple[str, ...]] = {}
-    _references_in(data, (), references)
+
+def _vault_settings(raw: Any, env: Mapping[str, str], problems: _Problems) -> VaultSettings | None:
+    """The ``vault:`` block, resolved (its own references are env/file only)."""
+    loc: Loc = ("vault",)
+    raw = {} if raw is None else raw
+    if vault_refs_in(raw):
+        problems.add(loc, "the vault block cannot use ${vault:...} references")
+        return None
+    refs = References(env)
+    data = _resolve_refs(raw, loc, refs, problems, set())
+    model, errors = _validate(VaultModel, data)
+    _report(errors, VaultModel, loc, problems)
+    if model is None or problems.items:
+        return None
+    assert isinstance(model, VaultModel)
+    address = model.address or env.get("VAULT_ADDR")
+    if not address:
+        problems.add((*loc, "address"), "required: set vault.address or $VAULT_ADDR")
+    elif URL(address).scheme not in ("http", "https"):
+        problems.add((*loc, "address"), "must be an http:// or https:// URL")
+    if model.ca_file and not os.access(model.ca_file, os.R_OK):
+        problems.add((*loc, "ca_file"), f"cannot read CA file {model.ca_file!r}")
+    a = model.auth or VaultAuthModel()
+    chosen = [k for k in ("token", "approle", "kubernetes") if getattr(a, k) is not None]
+    auth: TokenAuth | AppRoleAuth | KubernetesAuth | None = None
+    if len(chosen) > 1:
+        problems.add((*loc, "auth"), f"choose one method, not {' and '.join(chosen)}")
+    elif a.approle is not None:
+        auth = AppRoleAuth(a.approle.role_id, a.approle.secret_id, a.approle.mount)
+    elif a.kubernetes is not None:
+        k = a.kubernetes
+        auth = KubernetesAuth(k.role, k.jwt_file, k.mount)
+    elif a.token is not None:
+        auth = TokenAuth(a.token)
+    elif env.get("VAULT_TOKEN"):
+        auth = TokenAuth(Secret(env["VAULT_TOKEN"]))
+    else:
+        problems.add((*loc, "auth"), "no Vault credentials: set vault.auth or $VAULT_TOKEN")
+    if problems.items or auth is None or not address:
+        return None
+    return VaultSettings(address, auth, model.namespace, model.ca_file)
+
+
+def _build_from(origin: ConfigOrigin, refs: References) -> Settings:
+    source = origin.source
+    problems = _Problems(origin.lines)
     secrets: set[str] = set()
-    data = _resolve_refs(data, (), env, problems, secrets)
+    data = _resolve_refs(origin.data, (), refs, problems, secrets)
+    for key, value in refs.used.items():
+        if ref_kind(key) == "vault" and (why := value_problem(value)):
+            for where in refs.locations.get(key, ()):
+                problems.items.append(ConfigProblem(where, f"{ref_text(key)} {why}"))
 
     model, errors = _validate(SettingsModel, data)
     _report(errors, SettingsModel, (), problems)
@@ -649,10 +904,30 @@ def load_config_text(
         raise ConfigError(problems.items, source)
     assert isinstance(model, SettingsModel)
     settings = _build_settings(model, problems, source, secrets)
+    vault = None
+    if vault_refs_in(origin.data):
+        vault = _vault_settings(origin.data.get("vault"), origin.env, problems)
     if problems.items:
         raise ConfigError(problems.items, source)
     assert settings is not None
-    return dataclasses.replace(settings, references=references)
+    extra: set[str] = set()
+    if vault is not None:
+        a = vault.auth
+        held = [a.token] if isinstance(a, TokenAuth) else []
+        held += [a.role_id, a.secret_id] if isinstance(a, AppRoleAuth) else []
+        extra = {s.reveal() for s in held if s}
+    texts: dict[str, tuple[str, ...]] = {}
+    _references_in(origin.data, (), texts)
+    return replace(
+        settings,
+        secret_values=settings.secret_values | extra,
+        vault=vault,
+        secret_refresh=model.secret_refresh,
+        references=dict(refs.used),
+        reference_locations={k: tuple(v) for k, v in refs.locations.items()},
+        reference_texts=texts,
+        origin=origin,
+    )
 
 
 def _build_auth(
@@ -675,6 +950,26 @@ def _build_auth(
         return None
     assert isinstance(options, SchemeOptions)
     return cls, options
+
+
+def _check_auth_by_client(model: SettingsModel, names: dict[str, int], problems: _Problems) -> None:
+    """Every ``auth_by_client`` key names a client that exists and may use the route."""
+    clients = {c.name: c for c in model.clients or ()}
+    for i, r in enumerate(model.routes):
+        route_name = r.name or _default_route_name(r.prefix)
+        for client_name in r.auth_by_client:
+            loc: Loc = ("routes", i, "auth_by_client", client_name)
+            if model.clients is None:
+                problems.add(loc, "auth_by_client needs a 'clients' section (inbound authentication)")
+                continue
+            client = clients.get(client_name)
+            if client is None:
+                hint = _did_you_mean(client_name, list(clients))
+                problems.add(loc, f"no client named {client_name!r}{hint}")
+            elif client.routes is not None and route_name not in client.routes:
+                problems.add(
+                    loc, f"client {client_name!r} may not use route {route_name!r} (its routes list)"
+                )
 
 
 def _build_settings(
@@ -719,6 +1014,10 @@ def _build_settings(
             if isinstance(h, Secret):
                 secrets.add(h.reveal())
         built = _build_auth(r.auth, (*loc, "auth"), problems)
+        by_client: dict[str, tuple[type[AuthScheme], SchemeOptions]] = {}
+        for client_name, raw_auth in r.auth_by_client.items():
+            if (one := _build_auth(raw_auth, (*loc, "auth_by_client", client_name), problems)):
+                by_client[client_name] = one
         rt = r.timeout or RouteTimeoutModel()
         rtls = r.tls or RouteTLSModel()
         tls = TLSSettings(
@@ -748,6 +1047,7 @@ def _build_settings(
                 strip_headers=tuple(r.strip_headers),
                 set_headers=dict(r.set_headers),
                 forward_client_info=r.forward_client_info,
+                auth_by_client=by_client,
             )
         )
 
@@ -781,11 +1081,15 @@ def _build_settings(
             )
         clients = tuple(built_clients)
 
+    _check_auth_by_client(model, names, problems)
+
     if listen[0] and (why := unsafe_listen(listen[0], model.clients, model.allow_unauthenticated)):
         problems.add(("listen",), why)
 
     for built_route in routes:
         secrets.update(secret_values_in(built_route.auth))
+        for _, options in built_route.auth_by_client.values():
+            secrets.update(secret_values_in(options))
 
     if problems.items:
         return None

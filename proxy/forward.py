@@ -231,6 +231,7 @@ class ProxyHandler:
             client_info = (request.remote or "", request.scheme)
         headers = upstream_headers(request.headers, route, rid, client_info)
         upstream_path = route.upstream_path(rest)
+        scheme = route.scheme_for(info["client"])
 
         buffered = route.needs_body or route.retries_401
         if buffered:
@@ -258,7 +259,7 @@ class ProxyHandler:
                 body=body if route.needs_body else None,
                 scheme_host=route.origin,
             )
-            result = await route.scheme.apply(prepared)
+            result = await scheme.apply(prepared)
             # headers is this request's own copy: set the scheme's values in place
             # (a retry sets them again, replacing the first attempt's)
             for k, v in result.headers.items():
@@ -302,7 +303,7 @@ class ProxyHandler:
                 and attempt == 1
                 and route.retries_401
                 and body is not None
-                and await route.scheme.on_unauthorized(result)
+                and await scheme.on_unauthorized(result)
             ):
                 upstream.close()
                 continue

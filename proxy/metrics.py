@@ -58,6 +58,35 @@ class Metrics:
             registry=r,
         )
 
+        # secrets from Vault and files (proxy.refresh, proxy.vault)
+        self.secret_refresh_failures = Counter(
+            "signet_secret_refresh_failures",
+            "Secret references that could not be re-read (the last good value was kept).",
+            registry=r,
+        )
+        self.secret_refresh_seconds = Histogram(
+            "signet_secret_refresh_seconds",
+            "Time to re-read every vault and file reference once.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.secret_age = Gauge(
+            "signet_secret_age_seconds",
+            "Seconds since a route's secrets last changed (or were first loaded).",
+            ["route"],
+            registry=r,
+        )
+        self.vault_logins = Counter(
+            "signet_vault_logins", "Vault logins by auth method and outcome.", ["method", "outcome"],
+            registry=r,
+        )
+        self.vault_renewals = Counter(
+            "signet_vault_token_renewals",
+            "Vault token renewals by auth method and outcome.",
+            ["method", "outcome"],
+            registry=r,
+        )
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
 

@@ -105,10 +105,17 @@ class RouteRuntime:
     retries_401: bool
     in_flight: int = 0
     metric_children: dict[Any, Any] = field(default_factory=dict)
+    client_schemes: dict[str, AuthScheme] = field(default_factory=dict)  # auth_by_client
 
     @property
     def name(self) -> str:
         return self.route.name
+
+    def scheme_for(self, client: str | None) -> AuthScheme:
+        """The client's own credentials on this route (auth_by_client), else the route's."""
+        if client is None or not self.client_schemes:
+            return self.scheme
+        return self.client_schemes.get(client, self.scheme)
 
     def upstream_path(self, rest: str) -> str:
         """The raw path sent upstream: the base path plus what follows the prefix."""
@@ -179,6 +186,7 @@ class Runtime:
                 )
                 scheme = route.scheme_cls(route.auth, context)
                 await scheme.start()
+                client_schemes = await _client_schemes(route, context)
                 base_path = route.upstream.raw_path.rstrip("/")
                 built.append(
                     RouteRuntime(
@@ -191,14 +199,22 @@ class Runtime:
                         stripped=ALWAYS_STRIPPED
                         | injected
                         | {h.lower() for h in route.strip_headers}
-                        | {h.lower() for h in scheme.injected_headers},  # recipes set theirs per instance
+                        | {h.lower() for h in scheme.injected_headers}  # recipes set theirs per instance
+                        | {h.lower() for s in client_schemes.values() for h in s.injected_headers},
                         set_headers=tuple(
                             (istr(k), reveal(v)) for k, v in route.set_headers.items()
                         ),
                         base_path=base_path,
                         origin=route.origin,
-                        needs_body=bool(getattr(scheme, "needs_body", False)),
-                        retries_401=type(scheme).on_unauthorized is not AuthScheme.on_unauthorized,
+                        needs_body=any(
+                            getattr(s, "needs_body", False)
+                            for s in (scheme, *client_schemes.values())
+                        ),
+                        retries_401=any(
+                            type(s).on_unauthorized is not AuthScheme.on_unauthorized
+                            for s in (scheme, *client_schemes.values())
+                        ),
+                        client_schemes=client_schemes,
                     )
                 )
         except BaseException:
@@ -211,7 +227,8 @@ class Runtime:
     def secret_values(self) -> set[str]:
         values = set(self.settings.secret_values)
         for r in self.routes:
-            values.update(v for v in r.scheme.secret_values() if v)
+            for scheme in (r.scheme, *r.client_schemes.values()):
+                values.update(v for v in scheme.secret_values() if v)
         return values
 
     def acquire(self) -> None:
@@ -232,8 +249,18 @@ class Runtime:
 
     async def close(self) -> None:
         for r in self.routes:
-            with contextlib.suppress(Exception):  # closing must go on for the others
-                await r.scheme.close()
+            for scheme in (r.scheme, *r.client_schemes.values()):
+                with contextlib.suppress(Exception):  # closing must go on for the others
+                    await scheme.close()
         for session in self._sessions.values():
             await session.close()
         self._sessions.clear()
+
+
+async def _client_schemes(route: Route, context: SchemeContext) -> dict[str, AuthScheme]:
+    """One started scheme per ``auth_by_client`` entry of the route."""
+    out: dict[str, AuthScheme] = {}
+    for client, (cls, options) in route.auth_by_client.items():
+        out[client] = cls(options, context)
+        await out[client].start()
+    return out

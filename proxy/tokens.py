@@ -24,6 +24,7 @@ import json
 import math
 import random
 import time
+import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -456,6 +457,28 @@ class TokenManager:
         self._last_reason = ""
         self._recent: deque[str] = deque(maxlen=remember)
         self._closed = False
+        self._take_over_token()
+
+    def _take_over_token(self) -> None:
+        """Start with the token of the manager this one replaces (a reload or secret refresh).
+
+        Only within one proxy (same metrics and clock) and only under the same
+        ``key``, which fingerprints the client secret: a token obtained with a
+        secret that has since changed is never carried over.
+        """
+        peer = _LIVE_MANAGERS.get(self.key)
+        if (
+            peer is not None
+            and not peer._closed
+            and self.metrics is not None
+            and peer.metrics is self.metrics
+            and peer.clock is self.clock
+            and (tok := peer.peek()) is not None
+        ):
+            self.cache[self.key] = tok
+            self._recent.append(tok.access_token)
+            REDACTOR.set_dynamic(self, self._recent)
+        _LIVE_MANAGERS[self.key] = self
 
     # -- public ---------------------------------------------------------------
 
@@ -492,6 +515,10 @@ class TokenManager:
                     "token manager is closed (the config was replaced)", route=self.route
                 ) from None
             raise
+
+    def peek(self) -> Token | None:
+        """The cached, unexpired token, without fetching or refreshing (a successor takes it over)."""
+        return self.cache.get(self.key)
 
     def invalidate(self, token: Any) -> bool:
         """Drop ``token`` if it is still the cached one; True when it was dropped."""
@@ -622,3 +649,9 @@ class TokenManager:
 
 def _fmt_seconds(s: float) -> str:
     return f"{s:.1f}" if s < 10 else f"{s:.0f}"
+
+
+# the newest manager per cache key, for _take_over_token (weak: closed runtimes go away)
+_LIVE_MANAGERS: weakref.WeakValueDictionary[Hashable, TokenManager] = (
+    weakref.WeakValueDictionary()
+)

@@ -40,7 +40,7 @@ import sys
 import time
 from typing import Any
 
-from proxy.config import load_config, override_listen
+from proxy.config import load_config_async, override_listen
 from proxy.errors import ConfigError, ListenError, SignetError
 from proxy.log import configure_logging, get_logger
 from proxy.serving import os_reason, run_async
@@ -65,7 +65,7 @@ def run_workers(
 ) -> int:
     """Entry from ``signet serve --workers N`` (N >= 2)."""
     # ConfigError -> exit 1 in cli.main; --listen obeys the config's own rule (as in run_server)
-    settings = override_listen(load_config(path), listen, admin_listen)
+    settings = override_listen(run_async(load_config_async(path)), listen, admin_listen)
     sup = Supervisor(
         path,
         workers,
@@ -377,11 +377,13 @@ def worker_main() -> int:
     listen = (spec["listen"][0], int(spec["listen"][1]))
     admin = (spec["admin_host"], 0)
 
-    def load() -> Any:
-        return dataclasses.replace(load_config(path), listen=listen, admin_listen=admin)
+    async def load() -> Any:
+        s = await load_config_async(path, vault_clients=app.vault)
+        return dataclasses.replace(s, listen=listen, admin_listen=admin)
 
     try:
-        settings = load()
+        first = run_async(load_config_async(path))
+        settings = dataclasses.replace(first, listen=listen, admin_listen=admin)
     except ConfigError as exc:
         wlog.error("worker_config_error", problems=[str(p) for p in exc.problems])
         return 1

@@ -105,7 +105,7 @@ def test_references_stay_out_of_the_settings_repr() -> None:
         "routes: [{prefix: /a, upstream: 'http://h', auth: {scheme: bearer, token: '${T}'}}]",
         env={"T": HEADER_TOKEN},
     )
-    assert settings.references == {"routes[0].auth.token": ("${T}",)}
+    assert settings.reference_texts == {"routes[0].auth.token": ("${T}",)}
     assert "${T}" not in repr(settings) and HEADER_TOKEN not in repr(settings)
 
 

@@ -22,7 +22,7 @@ from . import kustomize
 
 REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "deploy" / "kubernetes"
-OVERLAYS = ["sidecar", "shared"]
+OVERLAYS = ["sidecar", "shared", "sidecar-vault"]
 K8S_VERSION = "1.30.0"  # oldest version we support; kubernetes-validate bundles its schemas
 
 CONFIG_MOUNT = "/etc/signet"
@@ -243,7 +243,7 @@ def test_signet_runs_the_mounted_config(overlay: str) -> None:
     assert re.fullmatch(r"signet-config-[a-z0-9]{10}", cm_volume["configMap"]["name"])
 
 
-@pytest.mark.parametrize("overlay", OVERLAYS)
+@pytest.mark.parametrize("overlay", [o for o in OVERLAYS if o != "sidecar-vault"])
 def test_secret_files_are_mounted_and_match_the_example(overlay: str) -> None:
     text, _ = embedded_config(overlay)
     pod = pod_spec(signet_deployment(overlay))
@@ -268,6 +268,35 @@ def test_secret_files_are_mounted_and_match_the_example(overlay: str) -> None:
         assert key in examples[secret_mounts[directory]], f"{key} missing in secret.example"
     kust = (K8S / overlay / "kustomization.yaml").read_text()
     assert "secret.example" not in kust
+
+
+def test_vault_sidecar_logs_in_with_a_projected_token_for_vault() -> None:
+    """Kubernetes auth: the jwt_file is a projected service-account token with an audience."""
+    _, config = embedded_config("sidecar-vault")
+    k8s = config["vault"]["auth"]["kubernetes"]
+    directory, _, name = k8s["jwt_file"].rpartition("/")
+    deployment = signet_deployment("sidecar-vault")
+    pod = pod_spec(deployment)
+    assert pod.get("automountServiceAccountToken") is False  # no default token anywhere
+    accounts = {o["metadata"]["name"] for o in objects("sidecar-vault", "ServiceAccount")}
+    assert pod["serviceAccountName"] in accounts
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    mount = next(m for m in signet_container(pod)["volumeMounts"] if m["mountPath"] == directory)
+    sources = volumes[mount["name"]]["projected"]["sources"]
+    token = next(s["serviceAccountToken"] for s in sources if "serviceAccountToken" in s)
+    assert token["path"] == name
+    assert token["audience"] == "vault"
+    assert 600 <= token["expirationSeconds"] <= 86400
+    # only Signet sees the Vault token
+    for other in all_containers(pod):
+        if other["name"] != "signet":
+            assert all(m["name"] != mount["name"] for m in other.get("volumeMounts", []))
+    # every credential comes from Vault, and it is re-read
+    assert config["secret_refresh"] > 0
+    for route in config["routes"]:
+        for key, value in route["auth"].items():
+            if key != "scheme":
+                assert value.startswith("${vault:"), (route["name"], key)
 
 
 def test_sidecar_proxy_is_loopback_only() -> None:

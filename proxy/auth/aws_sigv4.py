@@ -243,13 +243,13 @@ class AwsSigV4(AuthScheme):
         {AUTHORIZATION, DATE_HEADER, TOKEN_HEADER, CONTENT_SHA256_HEADER}
     )
 
-    def __init__(self, options: AwsSigV4Options, context: SchemeContext) -> None:  # type: ignore[override]
+    def __init__(self, options: AwsSigV4Options, context: SchemeContext) -> None:
         super().__init__(options, context)
         self.region = options.region
         self.service = options.service
         self.s3 = options.service == "s3"
         self.unsigned = options.payload == "unsigned"
-        self.needs_body = not self.unsigned
+        self.needs_body = not self.unsigned  # type: ignore[misc]
         self._scope_tail = f"/{self.region}/{self.service}/aws4_request"
         self._key_cache: tuple[str, Secret, bytes] | None = None
         self._host_cache: tuple[str, str] = ("", "")

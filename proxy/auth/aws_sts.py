@@ -16,7 +16,7 @@ import os
 import xml.etree.ElementTree as ET
 from collections import deque
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -96,7 +96,8 @@ def parse_sts_response(
         if problem:
             raise TokenFetchError(f"STS answered credentials whose {name} {problem}", status=status)
     try:
-        expiration = datetime.fromisoformat(values["Expiration"]).timestamp()
+        when = datetime.fromisoformat(values["Expiration"])
+        expiration = (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
     except ValueError:
         raise TokenFetchError("STS answered credentials without a valid Expiration", status=status) from None
     expires_in = expiration - now

@@ -209,7 +209,7 @@ async def test_web_identity_concurrent_requests_share_one_sts_call(
 
     token_file.write_text("")  # an empty token file is refused before any call
     s2 = AwsSigV4(options, SchemeContext(route="wi2"))
-    with pytest.raises(TokenFetchError, match="token file .* is empty"):
+    with pytest.raises(TokenFetchError, match=r"token file .* is empty"):
         await s2.apply(req)
     await s2.close()
     assert sts.calls == 1

@@ -20,6 +20,7 @@ from multidict import CIMultiDict
 
 from proxy.auth import SchemeContext, UpstreamRequest
 from proxy.auth.aws_sigv4 import AwsSigV4, AwsSigV4Options
+from proxy.secret import Secret
 
 NOW = 1_700_000_000.0
 ORIGIN = "https://my-bucket.s3.eu-west-1.amazonaws.com"
@@ -28,7 +29,8 @@ ORIGIN = "https://my-bucket.s3.eu-west-1.amazonaws.com"
 def scheme(service: str, payload: str = "signed", token: str | None = None) -> AwsSigV4:
     options = AwsSigV4Options(
         scheme="aws-sigv4", region="eu-west-1", service=service, access_key_id="AKIAEXAMPLE",
-        secret_access_key="wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", session_token=token,
+        secret_access_key=Secret("wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"),
+        session_token=Secret(token) if token else None,
         payload=payload,  # type: ignore[arg-type]
     )
     return AwsSigV4(options, SchemeContext(route="bench"))

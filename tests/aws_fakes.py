@@ -51,7 +51,7 @@ class AwsState:
 
 
 AWS_STATE = web.AppKey("aws_state", AwsState)
-STS_STATE = web.AppKey("sts_state", Any)
+STS_STATE: web.AppKey[Any] = web.AppKey("sts_state")
 
 
 def _error(status: int, code: str, message: str, **extra: str) -> web.Response:

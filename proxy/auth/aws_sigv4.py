@@ -339,6 +339,8 @@ class AwsSigV4(AuthScheme):
     def host(self, request: UpstreamRequest) -> str:
         origin, host = self._host_cache
         if origin != request.scheme_host:
+            if not request.scheme_host:
+                raise ValueError("aws-sigv4 signs the upstream host: UpstreamRequest.scheme_host is empty")
             host = _host_header(request.scheme_host)
             self._host_cache = (request.scheme_host, host)
         return host

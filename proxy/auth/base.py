@@ -51,7 +51,7 @@ class UpstreamRequest:
     query: str
     headers: Mapping[str, str]
     body: bytes | None = None
-    scheme_host: str = ""  # e.g. "https://api.example.com", for display only
+    scheme_host: str = ""  # the upstream origin, e.g. "https://api.example.com" (aws-sigv4 signs its host)
 
     @property
     def path_query(self) -> str:

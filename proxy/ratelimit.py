@@ -7,7 +7,7 @@ One decision at ``now`` (what every store computes, atomically)::
 
     tat = max(tat, now, paused_until + tau)   # a vendor pause: nothing before it ends
     wait = tat - tau - now                    # when this request may be sent
-    if wait > max_wait: refuse, retry_after = wait (nothing is stored)
+    if wait > max_wait + 1e-9: refuse, retry_after = wait (nothing is stored)
     else: store tat + T, admit after sleeping `wait`
 
 So with ``burst: 0`` requests leave no closer than ``T``, with ``burst: N``
@@ -36,6 +36,9 @@ from typing import Protocol
 # A vendor's Retry-After is obeyed up to this long: a buggy or hostile value must
 # not take a route down for days.
 MAX_VENDOR_PAUSE = 3600.0
+
+# Float sums of the interval (tat += T) drift by ulps: a slot due "now" must not be refused for 1e-13 s.
+EPSILON = 1e-9
 
 
 @dataclass(frozen=True)
@@ -88,10 +91,10 @@ class LocalLimitStore:
         if state.paused_until + tolerance > tat:  # a vendor pause: nothing before it ends
             tat = state.paused_until + tolerance
         wait = tat - tolerance - now
-        if wait > max_wait:
+        if wait > max_wait + EPSILON:
             return Decision(False, 0.0, wait)
         state.tat = tat + interval
-        return ADMIT_NOW if wait <= 0 else Decision(True, wait, 0.0)
+        return ADMIT_NOW if wait <= EPSILON else Decision(True, wait, 0.0)
 
     async def take(self, key: str, interval: float, burst: int, max_wait: float) -> Decision:
         return self.take_now(key, interval, burst, max_wait)

@@ -116,7 +116,7 @@ async def test_denied_request_reaches_no_vendor_raw_socket(make_signet: Any, ups
 
 def test_check_prints_effective_rules(tmp_path: Any) -> None:
     path = tmp_path / "signet.yaml"
-    routes = [
+    routes: list[dict[str, Any]] = [
         {
             "name": "tc",
             "prefix": "/tc",

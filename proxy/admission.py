@@ -89,12 +89,29 @@ class Admission:
         # without a limit, and names the reason in the metric
         self._paused_until: dict[str, float] = {}
         self._children: dict[tuple[str, ...], Any] = {}
+        self._owns_store = True  # False once a reload handed the store to the next runtime
 
     async def start(self) -> None:
         """Connect what needs connecting (nothing for local state)."""
 
+    def carry_over(self, old: Admission) -> None:
+        """On reload: keep the previous runtime's local limit state and vendor pauses.
+
+        Limits are keyed by name, so a renamed route or client starts afresh and
+        changed numbers apply to the state as it stands. A shared store keeps its
+        state anyway; only a local one is handed over (and not closed with the
+        old runtime).
+        """
+        if isinstance(self.store, LocalLimitStore) and isinstance(old.store, LocalLimitStore):
+            self.store = old.store
+            old._owns_store = False
+        for route, until in old._paused_until.items():
+            if until > self._paused_until.get(route, 0.0):
+                self._paused_until[route] = until
+
     async def close(self) -> None:
-        await self.store.close()
+        if self._owns_store:
+            await self.store.close()
 
     # ------------------------------------------------------------ the hooks
 

@@ -264,3 +264,27 @@ async def test_vendor_pause_queues_within_max_wait(make_signet: Any, vendor: Any
     assert 0.9 <= waited <= 3.0, waited
     body = json.dumps(vendor.app[VENDOR].seen[-1][0])
     assert "/api/x" in body
+
+
+async def test_reload_keeps_limit_state_and_pauses(make_signet: Any, vendor: Any) -> None:
+    from proxy.config import load_config_text
+
+    text = config(vendor, route_limit={"requests": 1, "per": "30s"})
+    app = await make_signet(text, env=ENV)
+    url = app.proxy_url + "/v/x"
+    async with aiohttp.ClientSession() as s:
+        async with s.get(url, headers=auth(TEAM)) as r:
+            assert r.status == 200
+        changed = text.replace("per: 30s", "per: 20s")
+        assert await app.reload(lambda: load_config_text(changed, env=ENV))
+        async with s.get(url, headers=auth(TEAM)) as r:  # the slot taken before the reload stands
+            assert r.status == 429 and r.headers["Retry-After"] == "30"
+        assert await app.reload(lambda: load_config_text(config(vendor), env=ENV))
+        async with s.get(url, headers=auth(TEAM)) as r:  # the limit is gone with the config
+            assert r.status == 200
+        async with s.get(app.proxy_url + "/v/throttle", params={"ra": "30"}, headers=auth(TEAM)) as r:
+            assert r.status == 429
+        assert await app.reload(lambda: load_config_text(config(vendor), env=ENV))
+        async with s.get(url, headers=auth(TEAM)) as r:  # the vendor's pause survives a reload
+            assert r.status == 429 and r.headers["X-Signet-Error"] == "rate_limited"
+    assert len(vendor.app[VENDOR].seen) == 3

@@ -38,6 +38,8 @@ VENDOR = web.AppKey("vendor", Vendor)
 
 async def _handle(request: web.Request) -> web.Response:
     request.app[VENDOR].seen.append((request.raw_path, time.monotonic()))
+    if "delay" in request.query:
+        await asyncio.sleep(float(request.query["delay"]))
     if request.path.endswith("/throttle"):
         return web.json_response(
             {"vendor": "slow down"}, status=429, headers={"Retry-After": request.query["ra"]}
@@ -288,3 +290,28 @@ async def test_reload_keeps_limit_state_and_pauses(make_signet: Any, vendor: Any
         async with s.get(url, headers=auth(TEAM)) as r:  # the vendor's pause survives a reload
             assert r.status == 429 and r.headers["X-Signet-Error"] == "rate_limited"
     assert len(vendor.app[VENDOR].seen) == 3
+
+
+async def test_requests_queued_before_a_vendor_429_wait_for_the_pause(
+    make_signet: Any, vendor: Any
+) -> None:
+    app = await make_signet(
+        config(vendor, route_limit={"requests": 2, "per": "1s", "max_wait": "4s"}), env=ENV
+    )
+    async with aiohttp.ClientSession() as s:
+
+        async def throttled() -> float:
+            params = {"ra": "2", "delay": "0.3"}  # the vendor takes 0.3 s to say 429
+            async with s.get(app.proxy_url + "/v/throttle", params=params, headers=auth(TEAM)) as r:
+                assert r.status == 429
+                return time.monotonic()
+
+        async def queued() -> int:
+            await asyncio.sleep(0.1)  # arrives second: its slot is 0.5 s after the first
+            async with s.get(app.proxy_url + "/v/x", headers=auth(TEAM)) as r:
+                return r.status
+
+        t429, status = await asyncio.gather(throttled(), queued())
+    assert status == 200
+    (_, sent_at) = vendor.app[VENDOR].seen[-1]
+    assert sent_at - t429 >= 1.9, sent_at - t429  # not at its old slot: after the vendor's pause

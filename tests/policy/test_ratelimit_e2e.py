@@ -8,7 +8,6 @@ moment, and a burst absorbs that without changing what the limit admits.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import math
 import re
@@ -172,10 +171,11 @@ async def test_route_queue_within_max_wait_in_arrival_order(make_signet: Any, ve
     admitted = [i for i, (status, _, _) in enumerate(answers) if status == 200]
     assert order == admitted == sorted(admitted)  # served in arrival order
     assert len(admitted) >= 5  # arrivals 10 ms apart: slots 0..4 are within 0.5 s for sure
-    span = sent[-1] - sent[0]
-    assert len(admitted) <= 2 + math.floor((span + max_wait) / interval)
-    gaps = [b - a for (_, a), (_, b) in itertools.pairwise(seen)]
-    assert all(g >= interval * 0.95 for g in gaps), gaps  # never closer than per/requests
+    assert len(admitted) < n  # and some were past max_wait
+    # the i-th admitted request left no earlier than i intervals after the first arrived
+    # (a lower bound only: a loaded machine may run a timer late, never early)
+    for i, (_, at) in enumerate(seen):
+        assert at - sent[0] >= i * interval - 0.002, (i, at - sent[0])
     for status, took, raw in answers:
         if status == 200:
             assert took <= max_wait + 1.0, took  # queued at most max_wait (plus a loaded machine)
@@ -185,6 +185,9 @@ async def test_route_queue_within_max_wait_in_arrival_order(make_signet: Any, ve
     m = await metrics_text(app)
     assert metric(m, "signet_queue_wait_seconds_count", route="v") == len(admitted)
     assert metric(m, "signet_queue_wait_seconds_bucket", route="v", le="0.0") == 1  # only the first
+    # every admitted request waited at most max_wait (Signet's own measure of it)
+    assert metric(m, "signet_queue_wait_seconds_bucket", route="v", le=str(max_wait)) == len(admitted)
+    assert metric(m, "signet_rate_limited_total", route="v", reason="route") == n - len(admitted)
 
 
 async def test_retry_after_is_whole_seconds_rounded_up(make_signet: Any, vendor: Any) -> None:

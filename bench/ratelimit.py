@@ -171,7 +171,7 @@ def http_rows(rounds: int, seconds: int, conns: int) -> dict[str, dict[str, floa
     if not (nginx and wrk):
         raise SystemExit("needs nginx and wrk on PATH (Debian: apt-get install nginx wrk)")
     samples: dict[str, list[dict[str, float]]] = {row: [] for row in ROWS}
-    with tempfile.TemporaryDirectory(prefix="signet-bench-rl-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="signet-ratelimit-") as tmp:
         work = Path(tmp)
         procs = []
         try:

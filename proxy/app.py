@@ -244,6 +244,7 @@ class Signet:
                 )
             if not await self._swap(settings):
                 return False
+
             self.metrics.config_reloads.labels("ok").inc()
             log.info("reloaded", routes=[r.name for r in settings.routes], source=settings.source)
             await self.vault.retain_only(settings.vault)
@@ -268,6 +269,8 @@ class Signet:
             )
             return False
         old = self.runtime
+        if old is not None:  # a reload or refresh keeps rate-limit state and vendor pauses
+            new.admission.carry_over(old.admission)
         REDACTOR.set_static(new.secret_values() | (old.secret_values() if old else set()))
         self.runtime = new
         self.settings = settings

@@ -181,6 +181,10 @@ def cmd_check(args: argparse.Namespace) -> int:
             f"  secrets: {count(len(refreshable) - vault, 'file reference')} and "
             f"{count(vault, 'vault reference')}, re-read every {settings.secret_refresh:g} s"
         )
+    from proxy.admission import check_lines
+
+    for line in check_lines(settings):  # policies and rate limits
+        print(f"  {line}")
     return 0
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import aiohttp
 from multidict import istr
 
+from proxy.admission import build_admission
 from proxy.auth import AuthScheme, SchemeContext, all_injected_headers
 from proxy.clock import SYSTEM_CLOCK, Clock
 from proxy.config import Client, Route, Settings
@@ -148,6 +149,7 @@ class Runtime:
         self.routes: list[RouteRuntime] = []
         self.table: PrefixTable[RouteRuntime] = PrefixTable([])
         self.clients: tuple[Client, ...] | None = settings.clients
+        self.admission = build_admission(settings, metrics)  # allow rules, rate limits
 
     def _session_for(self, route: Route) -> aiohttp.ClientSession:
         key = (route.origin, route.tls.verify, route.tls.ca_file)
@@ -175,6 +177,7 @@ class Runtime:
         injected = all_injected_headers()
         built: list[RouteRuntime] = []
         try:
+            await self.admission.start()
             for route in self.settings.routes:
                 context = SchemeContext(
                     route=route.name,
@@ -255,6 +258,8 @@ class Runtime:
         for session in self._sessions.values():
             await session.close()
         self._sessions.clear()
+        with contextlib.suppress(Exception):
+            await self.admission.close()
 
 
 async def _client_schemes(route: Route, context: SchemeContext) -> dict[str, AuthScheme]:

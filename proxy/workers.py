@@ -175,6 +175,7 @@ class Supervisor:
     async def _spawn(self, w: _Worker) -> None:
         spec = {
             "index": w.index,
+            "workers": self.n,  # local rate limits are split N ways
             "config": self.config_path,
             "listen": list(self.listen),
             "admin_host": self.admin[0],
@@ -377,13 +378,15 @@ def worker_main() -> int:
     listen = (spec["listen"][0], int(spec["listen"][1]))
     admin = (spec["admin_host"], 0)
 
+    workers = int(spec.get("workers", 1))
+
     async def load() -> Any:
         s = await load_config_async(path, vault_clients=app.vault)
-        return dataclasses.replace(s, listen=listen, admin_listen=admin)
+        return dataclasses.replace(s, listen=listen, admin_listen=admin, workers=workers)
 
     try:
         first = run_async(load_config_async(path))
-        settings = dataclasses.replace(first, listen=listen, admin_listen=admin)
+        settings = dataclasses.replace(first, listen=listen, admin_listen=admin, workers=workers)
     except ConfigError as exc:
         wlog.error("worker_config_error", problems=[str(p) for p in exc.problems])
         return 1

@@ -62,32 +62,38 @@ async def test_cold_burst_makes_one_token_request(aiohttp_server: Any, signet_pr
 
 
 async def test_burst_across_expiry_refreshes_once_without_waiting(aiohttp_server: Any, signet_process: Any) -> None:
-    # lifetime 4 s, refresh 2.5 s before: the refresh point comes ~1.5 s into the burst
-    _, state, p = await start(aiohttp_server, signet_process, lifetime=4, refresh_before=2.5)
+    # lifetime 8 s, refresh 5 s before: one refresh point 3 s after the first fetch, the next at 6 s.
+    # The burst runs by the clock (until 4.5 s), so a loaded machine sends fewer requests but
+    # still crosses exactly one refresh point.
+    _, state, p = await start(aiohttp_server, signet_process, lifetime=8, refresh_before=5)
     latencies: list[float] = []
+    statuses: list[int] = []
     async with aiohttp.ClientSession() as s:
         async with s.get(p.proxy_url + "/o/warm") as r:
             assert r.status == 200
-        sem = asyncio.Semaphore(10)
+        deadline = time.monotonic() + 4.5
 
-        async def one(i: int) -> int:
-            async with sem:
+        async def worker(w: int) -> None:
+            i = 0
+            while time.monotonic() < deadline:
                 t0 = time.monotonic()
-                async with s.get(p.proxy_url + f"/o/x/{i}") as r:
+                async with s.get(p.proxy_url + f"/o/x/{w}/{i}") as r:
                     await r.read()
+                    statuses.append(r.status)
                 latencies.append(time.monotonic() - t0)
+                i += 1
                 await asyncio.sleep(0.02)
-                return r.status
 
-        statuses = await asyncio.gather(*(one(i) for i in range(1000)))
+        await asyncio.gather(*(worker(w) for w in range(10)))
     register_issued(state)
-    assert statuses.count(200) == 1000
+    assert len(statuses) >= 100 and statuses.count(200) == len(statuses)
     assert state.token_requests == 2, state.token_requests  # the first fetch and one refresh
     refreshes = [e for e in p.events() if e.get("event") == "token_fetch" and e.get("background")]
     assert len(refreshes) == 1
     latencies.sort()
-    print(f"\n1000 requests across a refresh: token requests {state.token_requests}, "
-          f"p50 {latencies[500] * 1000:.1f} ms, max {latencies[-1] * 1000:.1f} ms")
+    n = len(latencies)
+    print(f"\n{n} requests across a refresh: token requests {state.token_requests}, "
+          f"p50 {latencies[n // 2] * 1000:.1f} ms, max {latencies[-1] * 1000:.1f} ms")
 
 
 async def test_upstream_401_refetches_and_retries_with_same_body(aiohttp_server: Any, signet_process: Any) -> None:

@@ -105,6 +105,7 @@ class Signet:
         server = SignetServer(
             self.handler,
             request_header_timeout=limits.request_header_timeout,
+            max_head_bytes=limits.max_head_bytes,
             handler_cancellation=True,  # a client that leaves cancels its upstream request
             access_log=None,
             max_line_size=limits.max_url_length,

@@ -97,6 +97,7 @@ class LimitsModel(_Model):
     max_header_bytes: int = Field(8190, ge=256)  # one header line (name + value)
     max_headers: int = Field(100, ge=8)
     max_url_length: int = Field(8190, ge=64)  # request line
+    max_head_bytes: int = Field(65536, ge=1024)  # request line + every header, answered 400 past it
     keepalive_timeout: float = Field(75.0, gt=0)  # idle client keep-alive connections
     request_header_timeout: float = Field(30.0, gt=0)  # time for a client to send its headers
     body_read_timeout: float = Field(60.0, gt=0)  # max time without a body byte from a client

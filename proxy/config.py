@@ -32,7 +32,7 @@ from yarl import URL
 from proxy.auth import SCHEMES, SchemeOptions
 from proxy.auth.base import AuthScheme
 from proxy.errors import ConfigError, ConfigProblem
-from proxy.secret import Secret, reveal, secret_values_in
+from proxy.secret import Secret, reveal, secret_values_in, value_problem
 
 Loc = tuple[str | int, ...]
 
@@ -203,8 +203,20 @@ class _Problems:
     def __init__(self, lines: dict[Loc, int]) -> None:
         self.items: list[ConfigProblem] = []
         self.lines = lines
+        self.bad_values: set[Loc] = set()  # a reference there already has its one error
 
-    def add(self, loc: Loc, message: str) -> None:
+    def add(self, loc: Loc, message: str, *, value: bool = False) -> None:
+        """Record a problem; ``value``: one about the value a reference gave ``loc``.
+
+        Each bad value is one error: once a reference's problem is recorded, what
+        validation then says about the value it left behind (``must not be
+        empty``) adds nothing and is dropped.
+        """
+        loc = tuple(loc)
+        if value:
+            self.bad_values.add(loc)
+        elif loc in self.bad_values:
+            return
         line = None
         for n in range(len(loc), -1, -1):  # nearest enclosing key with a known line
             line = self.lines.get(tuple(loc[:n]))
@@ -340,16 +352,23 @@ def _resolve_refs(
                     if isinstance(exc, OSError) and exc.strerror
                     else type(exc).__name__
                 )
-                problems.add(loc, f"cannot read secret file {path!r} ({reason})")
+                problems.add(loc, f"cannot read secret file {path!r} ({reason})", value=True)
                 return ""
-            return content[:-1] if content.endswith("\n") else content
+            return _checked(content[:-1] if content.endswith("\n") else content, match.group(0))
         if not _ENV_NAME.match(ref):
-            problems.add(loc, f"bad reference ${{{ref}}}: use ${{NAME}} or ${{file:/path}}")
+            problems.add(loc, f"bad reference ${{{ref}}}: use ${{NAME}} or ${{file:/path}}", value=True)
             return ""
         if ref not in env:
-            problems.add(loc, f"environment variable {ref} is not set")
+            problems.add(loc, f"environment variable {ref} is not set", value=True)
             return ""
-        return env[ref]
+        return _checked(env[ref], match.group(0))
+
+    def _checked(resolved: str, reference: str) -> str:
+        """One rule for every secret value (proxy.secret.value_problem); names the reference only."""
+        problem = value_problem(resolved)
+        if problem is not None:
+            problems.add(loc, f"{reference} {problem}", value=True)
+        return resolved
 
     resolved = _REF.sub(substitute, value)
     if "${" in _REF.sub("", value):

@@ -60,6 +60,8 @@ def _describe(exc: BaseException | None) -> str:
     """What was wrong, in words that never quote the client's bytes."""
     if isinstance(exc, _HeadTooLarge):
         return exc.message
+    if isinstance(exc, _Connect):
+        return "CONNECT is not supported: Signet is a reverse proxy"
     if isinstance(exc, _NotUtf8):
         return "malformed request: the request target is not valid UTF-8"
     if isinstance(exc, _Http09):
@@ -85,6 +87,10 @@ def _describe(exc: BaseException | None) -> str:
 
 class _HeadTooLarge(http_exceptions.BadHttpMessage):
     """The request head grew past ``limits.max_head_bytes``."""
+
+
+class _Connect(http_exceptions.BadHttpMessage):
+    """A CONNECT request: Signet is a reverse proxy, never a tunnel."""
 
 
 class _NotUtf8(http_exceptions.BadHttpMessage):
@@ -199,12 +205,19 @@ class SignetRequestHandler(RequestHandler):
     def _feed(self, piece: bytes) -> bool:
         """Give one piece to aiohttp's parser; False once the connection is answered 400."""
         in_body = self._in_body()
+        if in_body and self._body_left is not None and 0 < self._body_left < len(piece):
+            cut = self._body_left  # the body ends inside this piece: feed it apart from what follows
+            return self._feed(piece[:cut]) and self._feed(piece[cut:])
         in_head = bool(piece) and not in_body and not self._upgraded and self._payload_parser is None
         if in_head:
             if len(self._head) + len(piece) > self._max_head_bytes:
                 self._reject(
                     _HeadTooLarge(f"request head exceeds limits.max_head_bytes={self._max_head_bytes}")
                 )
+                return False
+            if not self._head and self._head_known and piece.startswith(b"CONNECT "):
+                # refused before parsing: a parser would turn the connection into a tunnel
+                self._reject(_Connect("CONNECT"))
                 return False
             if not self._python_parser and not piece.isascii() and self._raw_utf8_target(piece):
                 line, newline, _ = (bytes(self._head) + piece).partition(b"\n")
@@ -248,14 +261,17 @@ class SignetRequestHandler(RequestHandler):
     def _raw_utf8_target(self, piece: bytes) -> bool:
         """Whether this piece starts or continues a request line whose target has a byte > 0x7F.
 
-        Only ``METHOD SP target`` with a valid method qualifies: anything else
-        (a TLS handshake, binary noise) stays with llhttp and its prompt 400.
+        Only ``METHOD SP target`` with a valid method other than CONNECT
+        qualifies: anything else (a TLS handshake, binary noise) stays with
+        llhttp and its prompt 400.
         """
         if not self._head_known or b"\n" in self._head:
             return False  # head start unknown, or the request line was all ASCII
         line = (bytes(self._head) + piece).split(b"\n", 1)[0]
         method, space, rest = line.partition(b" ")
-        return bool(space) and _METHOD.fullmatch(method) is not None and not rest.split(b" ", 1)[0].isascii()
+        if not space or method == b"CONNECT" or _METHOD.fullmatch(method) is None:
+            return False  # CONNECT is refused anyway; the Python parser would open a tunnel
+        return not rest.split(b" ", 1)[0].isascii()
 
     def _use_python_parser(self) -> None:
         """Swap llhttp for aiohttp's Python parser, replaying the head received so far."""

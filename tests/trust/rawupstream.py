@@ -64,15 +64,31 @@ class RawUpstream:
                 except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
                     return
                 length = 0
+                chunked = False
                 for line in head.split(b"\r\n")[1:]:
                     name, _, value = line.partition(b":")
                     if name.strip().lower() == b"content-length":
                         length = int(value.strip())
-                body = await reader.readexactly(length) if length else b""
+                    elif name.strip().lower() == b"transfer-encoding":
+                        chunked = b"chunked" in value.lower()
+                body = await _chunked(reader) if chunked else await reader.readexactly(length)
                 self.received.append(RawRequest(head, body))
-                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Upstream: raw\r\n\r\nok")
+                answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Upstream: raw\r\n\r\n"
+                writer.write(answer if head.startswith(b"HEAD ") else answer + b"ok")
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
             return
         finally:
             writer.close()
+
+
+async def _chunked(reader: asyncio.StreamReader) -> bytes:
+    """A chunked body, decoded (trailers read and dropped)."""
+    body = b""
+    while True:
+        size = int((await reader.readuntil(b"\r\n")).split(b";")[0].strip(), 16)
+        if size == 0:
+            while await reader.readuntil(b"\r\n") != b"\r\n":
+                pass
+            return body
+        body += (await reader.readexactly(size + 2))[:-2]

@@ -372,3 +372,30 @@ async def test_forward_client_info_replaces_what_the_client_claimed(
     resp = await raw_exchange(port2, get(b"/up/a", b"X-Forwarded-For: 6.6.6.6"))
     assert raw_upstream.received[-1].header("X-Forwarded-For") == ["6.6.6.6"]
     assert raw_upstream.received[-1].header("X-Real-IP") == []
+
+
+async def test_after_a_raw_utf8_request_the_connection_stays_as_strict(
+    make_signet: Any, raw_upstream: RawUpstream
+) -> None:
+    """The parser that takes raw UTF-8 keeps refusing what llhttp refuses."""
+    port = await start(make_signet, raw_upstream)
+    first = b"GET /up/\xc3\xbc HTTP/1.1\r\nHost: x\r\n\r\n"
+    bad = [
+        b"GET /up/a\x00b HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET /up/a\x7f HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET /up/a HTTP/1.1\r\nHost: x\r\nX-A: a\x00b\r\n\r\n",
+        b"GET /up/a HTTP/1.1\r\nHost: x\r\nX A: 1\r\n\r\n",
+        b"GET /up/a HTTP/1.1\r\nHost: x\r\nX-Inject: a\r\n b\r\n\r\n",
+        b"GET /up/a HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        b"GET /up/a HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
+        b"GET /up/a\r\n\r\n",
+        b"CONNECT /up/\xc3\xbc HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"CONNECT example.com:443 HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"G ET /up/a HTTP/1.1\r\nHost: x\r\n\r\n",
+    ]
+    for data in bad:
+        before = len(raw_upstream.received)
+        raw, closed, _ = await read_until_closed(port, [first + data], timeout=15)
+        assert statuses(raw) == [200, 400], (data, raw[-400:])
+        assert closed or b"Connection: close" in raw, data
+        assert [r.request_line for r in raw_upstream.received[before:]] == [b"GET /base/\xc3\xbc HTTP/1.1"]

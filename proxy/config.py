@@ -578,10 +578,46 @@ def load_config_text(
         raise ConfigError(problems.items, source)
     assert isinstance(model, SettingsModel)
     settings = _build_settings(model, problems, source, secrets)
+    if settings is not None:
+        _check_secret_values(settings, problems)
     if problems.items:
         raise ConfigError(problems.items, source)
     assert settings is not None
     return settings
+
+
+def _check_secret_values(settings: Settings, problems: _Problems) -> None:
+    """Every value held as a Secret, written literally too, follows ``value_problem``.
+
+    Values from references were checked as they were resolved; this catches a
+    literal ``api_key: ""`` (or one with a control character) in a field a
+    scheme declares secret. One error per value, never the value itself.
+    """
+    reported = {p.location for p in problems.items}
+    found: list[tuple[Loc, Secret]] = []
+    for i, route in enumerate(settings.routes):
+        found.extend(_secrets_at(route.auth, ("routes", i, "auth")))
+        found.extend(_secrets_at(dict(route.set_headers), ("routes", i, "set_headers")))
+    for i, client in enumerate(settings.clients or ()):
+        found.extend(_secrets_at(client.token, ("clients", i, "token")))
+    for loc, value in found:
+        problem = value_problem(value.reveal())
+        if problem is not None and loc not in problems.bad_values and format_loc(loc) not in reported:
+            problems.add(loc, f"the value {problem}")
+
+
+def _secrets_at(value: Any, loc: Loc) -> list[tuple[Loc, Secret]]:
+    """(location, Secret) for every Secret in ``value``: itself, or inside a model, mapping or list."""
+    if isinstance(value, Secret):
+        return [(loc, value)]
+    items: Any = ()
+    if isinstance(value, BaseModel):
+        items = value.__dict__.items()
+    elif isinstance(value, Mapping):
+        items = value.items()
+    elif isinstance(value, list | tuple):
+        items = enumerate(value)
+    return [found for k, v in items for found in _secrets_at(v, (*loc, k))]
 
 
 def _build_auth(

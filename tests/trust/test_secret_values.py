@@ -10,6 +10,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -134,3 +135,24 @@ def test_signet_check_refuses_an_unsendable_secret(tmp_path: Path) -> None:
     )
     assert out.returncode == 0, out.stdout + out.stderr
     assert HALF not in out.stdout + out.stderr
+
+
+async def test_a_reload_with_an_unsendable_secret_keeps_the_old_config(make_signet: Any) -> None:
+    """Values that arrive later (a reload reading the environment or a file again) get the same rule."""
+    app = await make_signet(config(TC), env={"THREECOMMAS_KEY": "k", "THREECOMMAS_SECRET": HALF})
+    old = app.runtime
+    bad = {"THREECOMMAS_KEY": "k", "THREECOMMAS_SECRET": f"{HALF}\nX-Evil: 1"}
+    assert await app.reload(lambda: load_config_text(config(TC), env=bad)) is False
+    assert app.runtime is old
+
+
+def test_literal_secret_fields_follow_the_same_rule() -> None:
+    auth = {"scheme": "threecommas", "api_key": "k", "secret": f"{HALF}\r\nX-Evil: 1"}
+    got = problems(config(auth), {})
+    assert got == [
+        "routes[0].auth.secret: the value contains a control character (U+000D), "
+        "which cannot be sent in a header",
+    ]
+    assert HALF not in got[0]
+    auth["secret"] = ""
+    assert problems(config(auth), {}) == ["routes[0].auth.secret: the value is empty"]

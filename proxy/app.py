@@ -23,6 +23,7 @@ from proxy.clock import SYSTEM_CLOCK, Clock
 from proxy.config import Settings, load_config
 from proxy.errors import ConfigError
 from proxy.forward import ProxyHandler
+from proxy.headers import hide_server_version
 from proxy.log import REDACTOR, get_logger
 from proxy.metrics import Metrics
 from proxy.protocol import SignetServer
@@ -125,6 +126,7 @@ class Signet:
         self.proxy_address = _bound(site)
 
         admin = web.Application()
+        admin.on_response_prepare.append(hide_server_version)
         admin.router.add_get("/healthz", self._healthz)
         admin.router.add_get("/readyz", self._readyz)
         admin.router.add_get("/metrics", self._metrics)

@@ -151,5 +151,10 @@ def response_headers(upstream: Any) -> CIMultiDict[str]:
     return out
 
 
+async def hide_server_version(request: Any, response: Any) -> None:
+    """``on_response_prepare`` hook: Signet's own answers name no software version."""
+    response.headers["Server"] = SERVER_NAME
+
+
 def _quoted(text: str) -> str:
     return text.replace("\\", "\\\\").replace('"', '\\"')

@@ -47,6 +47,7 @@ from aiohttp.streams import EMPTY_PAYLOAD
 from aiohttp.web_protocol import RequestHandler, RequestPayloadError, _ErrInfo
 
 from proxy.errors import BadRequest, RequestError
+from proxy.headers import SERVER_NAME
 from proxy.log import get_logger
 
 log = get_logger("signet.request")
@@ -312,7 +313,9 @@ class SignetRequestHandler(RequestHandler):
         message: str | None = None,
     ) -> web.StreamResponse:
         if status != 400:
-            return super().handle_error(request, status, exc, message)
+            response = super().handle_error(request, status, exc, message)
+            response.headers["Server"] = SERVER_NAME  # no software version, as on every own answer
+            return response
         if request.writer.output_size > 0:
             raise ConnectionError("response already started; cannot answer 400")
         from proxy.forward import error_response  # late: forward imports the runtime

@@ -323,9 +323,9 @@ async def test_valid_request_with_connection_close_then_garbage_is_answered_firs
 async def test_407_names_its_scheme_and_own_answers_carry_no_version(
     make_signet: Any, raw_upstream: RawUpstream
 ) -> None:
-    port = await start(
-        make_signet, raw_upstream, clients=[{"name": "app", "token": "${T}"}], env={"T": TOKEN}
-    )
+    cfg = config_text([route(raw_upstream)], clients=[{"name": "app", "token": "${T}"}])
+    app = await make_signet(cfg, env={"T": TOKEN})
+    port = app.proxy_address[1]
     resp = await raw_exchange(port, get(b"/up/a"))
     assert resp.status == 407
     assert resp.headers["proxy-authenticate"] == 'Bearer realm="signet"'
@@ -336,7 +336,9 @@ async def test_407_names_its_scheme_and_own_answers_carry_no_version(
         await raw_exchange(port, get(b"/up/..", b"X-Signet-Token: " + TOKEN.encode())),  # 400
         await raw_exchange(port, b"GET /up/\x00 HTTP/1.1\r\n\r\n"),  # 400 from the parser
     ]
-    assert [a.status for a in answers] == [407, 404, 403, 400, 400]
+    admin = app.admin_address[1]
+    answers.append(await raw_exchange(admin, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"))
+    assert [a.status for a in answers] == [407, 404, 403, 400, 400, 200]
     for a in answers:
         head = a.raw.split(b"\r\n\r\n", 1)[0].lower()
         assert b"aiohttp" not in head and b"python" not in head, head

@@ -192,12 +192,13 @@ class SignetRequestHandler(RequestHandler):
         carry = bytes(self._head[-3:])
         joined = carry + data if carry else data
         pos = len(carry)
+        search = 0  # the first blank line may begin in the carried bytes
         while pos < len(joined):
-            found = joined.find(_END_OF_HEAD, pos)
+            found = joined.find(_END_OF_HEAD, search)
             end = found + 4 if found >= 0 else len(joined)
             if not self._feed(joined[pos:end]):
                 return
-            pos = end
+            pos = search = end
 
     def _in_body(self) -> bool:
         payload = self._last_payload
@@ -220,7 +221,12 @@ class SignetRequestHandler(RequestHandler):
                 # refused before parsing: a parser would turn the connection into a tunnel
                 self._reject(_Connect("CONNECT"))
                 return False
-            if not self._python_parser and not piece.isascii() and self._raw_utf8_target(piece):
+            if (
+                not self._python_parser
+                and not piece.isascii()
+                and len(self._messages) < self._max_msg_queue_size  # llhttp holds nothing back
+                and self._raw_utf8_target(piece)
+            ):
                 line, newline, _ = (bytes(self._head) + piece).partition(b"\n")
                 if newline and not _is_utf8(line):
                     self._reject(_NotUtf8("request target is not valid UTF-8"))
@@ -288,9 +294,8 @@ class SignetRequestHandler(RequestHandler):
             max_msg_queue_size=self._max_msg_queue_size,
         )
         self._python_parser = True
-        if self._head:
-            head, self._head = bytes(self._head), bytearray()
-            super().data_received(head)  # cannot complete a head: it has no blank line
+        if self._head:  # kept in _head too: it still counts towards max_head_bytes
+            super().data_received(bytes(self._head))  # cannot complete a head: no blank line
 
     def _reject(self, exc: http_exceptions.HttpProcessingError) -> None:
         """Queue a 400 for ``exc`` the way aiohttp queues a parse error, and stop reading."""

@@ -137,6 +137,20 @@ async def test_raw_utf8_in_the_target_is_forwarded_byte_for_byte(
     )
     assert statuses(raw) == [200] and closed
     assert raw_upstream.received[-1].request_line == b"GET /base/s?q=\xc3\xbc&r=1 HTTP/1.1"
+    # the blank line ending a first request split across reads, a UTF-8 request right after
+    before = len(raw_upstream.received)
+    raw, closed, _ = await read_until_closed(
+        port,
+        [
+            b"GET /up/one HTTP/1.1\r\nHost: x\r\n\r",
+            b"\nGET /up/two?q=\xc3\xbc HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        ],
+    )
+    assert statuses(raw) == [200, 200] and closed, raw[-300:]
+    assert [r.request_line for r in raw_upstream.received[before:]] == [
+        b"GET /base/one HTTP/1.1",
+        b"GET /base/two?q=\xc3\xbc HTTP/1.1",
+    ]
     # keep-alive: an ASCII request with a body, then a UTF-8 one, then an ASCII one
     data = (
         b"POST /up/a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"

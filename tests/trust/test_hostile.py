@@ -132,7 +132,7 @@ SEGMENTS = mostly(
     )
     | st.text(st.characters(min_codepoint=1, max_codepoint=0x7F), max_size=20)
     | st.text(st.characters(min_codepoint=0x80, max_codepoint=0xFF), min_size=1, max_size=6)
-    | st.text(st.characters(min_codepoint=0xA0, max_codepoint=0x10FFFF, blacklist_categories=("Cs",)), min_size=1, max_size=4).map(
+    | st.text(st.characters(min_codepoint=0xA0, max_codepoint=0x10FFFF, codec="utf-8"), min_size=1, max_size=4).map(
         _utf8
     ),
     60,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from tests.conftest import ROOT, secret
 HALF = secret("stray-newline-secret-4b3a")
 
 
-def config(auth: dict[str, object], **top: object) -> str:
+def config(auth: Mapping[str, object], **top: object) -> str:
     route = {"name": "tc", "prefix": "/tc", "upstream": "http://127.0.0.1:9/", "auth": auth}
     return yaml.safe_dump({"listen": "127.0.0.1:0", **top, "routes": [route]}, sort_keys=False)
 

@@ -24,6 +24,7 @@ from proxy.clock import SYSTEM_CLOCK, Clock
 from proxy.config import Settings, load_config_async
 from proxy.errors import ConfigError, ListenError
 from proxy.forward import ProxyHandler
+from proxy.headers import hide_server_version
 from proxy.log import REDACTOR, get_logger
 from proxy.metrics import Metrics
 from proxy.protocol import SignetServer
@@ -137,6 +138,7 @@ class Signet:
         server = SignetServer(
             self.handler,
             request_header_timeout=limits.request_header_timeout,
+            max_head_bytes=limits.max_head_bytes,
             handler_cancellation=True,  # a client that leaves cancels its upstream request
             access_log=None,
             max_line_size=limits.max_url_length,
@@ -156,6 +158,7 @@ class Signet:
         self.proxy_address = _bound(self._proxy_runner)
 
         admin = web.Application()
+        admin.on_response_prepare.append(hide_server_version)
         admin.router.add_get("/healthz", self._healthz)
         admin.router.add_get("/readyz", self._readyz)
         admin.router.add_get("/metrics", self._metrics)

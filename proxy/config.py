@@ -111,6 +111,7 @@ class LimitsModel(_Model):
     max_header_bytes: int = Field(8190, ge=256)  # one header line (name + value)
     max_headers: int = Field(100, ge=8)
     max_url_length: int = Field(8190, ge=64)  # request line
+    max_head_bytes: int = Field(65536, ge=1024)  # request line + every header, answered 400 past it
     keepalive_timeout: float = Field(75.0, gt=0)  # idle client keep-alive connections
     request_header_timeout: float = Field(30.0, gt=0)  # time for a client to send its headers
     body_read_timeout: float = Field(60.0, gt=0)  # max time without a body byte from a client
@@ -329,8 +330,20 @@ class _Problems:
     def __init__(self, lines: dict[Loc, int]) -> None:
         self.items: list[ConfigProblem] = []
         self.lines = lines
+        self.bad_values: set[Loc] = set()  # a reference there already has its one error
 
-    def add(self, loc: Loc, message: str) -> None:
+    def add(self, loc: Loc, message: str, *, value: bool = False) -> None:
+        """Record a problem; ``value``: one about the value a reference gave ``loc``.
+
+        Each bad value is one error: once a reference's problem is recorded, what
+        validation then says about the value it left behind (``must not be
+        empty``) adds nothing and is dropped.
+        """
+        loc = tuple(loc)
+        if value:
+            self.bad_values.add(loc)
+        elif loc in self.bad_values:
+            return
         line = None
         for n in range(len(loc), -1, -1):  # nearest enclosing key with a known line
             line = self.lines.get(tuple(loc[:n]))
@@ -541,10 +554,18 @@ def _resolve_refs(
             return "${"
         used_reference = True
         try:
-            return refs.resolve(match.group(1).strip(), loc)
+            resolved = refs.resolve(match.group(1).strip(), loc)
         except RefProblem as exc:
-            problems.add(loc, str(exc))
+            problems.add(loc, str(exc), value=True)
             return ""
+        return _checked(resolved, match.group(0))
+
+    def _checked(resolved: str, reference: str) -> str:
+        """One rule for every secret value (proxy.secret.value_problem); names the reference only."""
+        problem = value_problem(resolved)
+        if problem is not None:
+            problems.add(loc, f"{reference} {problem}", value=True)
+        return resolved
 
     resolved = _REF.sub(substitute, value)
     if "${" in _REF.sub("", value):
@@ -957,10 +978,6 @@ def _build_from(origin: ConfigOrigin, refs: References) -> Settings:
     problems = _Problems(origin.lines)
     secrets: set[str] = set()
     data = _resolve_refs(origin.data, (), refs, problems, secrets)
-    for key, value in refs.used.items():
-        if ref_kind(key) == "vault" and (why := value_problem(value)):
-            for where in refs.locations.get(key, ()):
-                problems.items.append(ConfigProblem(where, f"{ref_text(key)} {why}"))
 
     model, errors = _validate(SettingsModel, data)
     _report(errors, SettingsModel, (), problems)
@@ -972,6 +989,8 @@ def _build_from(origin: ConfigOrigin, refs: References) -> Settings:
         raise ConfigError(problems.items, source)
     assert isinstance(model, SettingsModel)
     settings = _build_settings(model, problems, source, secrets)
+    if settings is not None:
+        _check_secret_values(settings, problems)
     vault = None
     if vault_refs_in(origin.data):
         vault = _vault_settings(origin.data.get("vault"), origin.env, problems)
@@ -996,6 +1015,42 @@ def _build_from(origin: ConfigOrigin, refs: References) -> Settings:
         reference_texts=texts,
         origin=origin,
     )
+
+
+def _check_secret_values(settings: Settings, problems: _Problems) -> None:
+    """Every value held as a Secret, written literally too, follows ``value_problem``.
+
+    Values from references were checked as they were resolved; this catches a
+    literal ``api_key: ""`` (or one with a control character) in a field a
+    scheme declares secret. One error per value, never the value itself.
+    """
+    reported = {p.location for p in problems.items}
+    found: list[tuple[Loc, Secret]] = []
+    for i, route in enumerate(settings.routes):
+        found.extend(_secrets_at(route.auth, ("routes", i, "auth")))
+        found.extend(_secrets_at(dict(route.set_headers), ("routes", i, "set_headers")))
+        for name, (_, options) in route.auth_by_client.items():
+            found.extend(_secrets_at(options, ("routes", i, "auth_by_client", name)))
+    for i, client in enumerate(settings.clients or ()):
+        found.extend(_secrets_at(client.token, ("clients", i, "token")))
+    for loc, value in found:
+        problem = value_problem(value.reveal())
+        if problem is not None and loc not in problems.bad_values and format_loc(loc) not in reported:
+            problems.add(loc, f"the value {problem}")
+
+
+def _secrets_at(value: Any, loc: Loc) -> list[tuple[Loc, Secret]]:
+    """(location, Secret) for every Secret in ``value``: itself, or inside a model, mapping or list."""
+    if isinstance(value, Secret):
+        return [(loc, value)]
+    items: Any = ()
+    if isinstance(value, BaseModel):
+        items = value.__dict__.items()
+    elif isinstance(value, Mapping):
+        items = value.items()
+    elif isinstance(value, list | tuple):
+        items = enumerate(value)
+    return [found for k, v in items for found in _secrets_at(v, (*loc, k))]
 
 
 def _build_auth(

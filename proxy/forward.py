@@ -21,7 +21,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
-from multidict import CIMultiDict, istr
+from multidict import istr
 from yarl import URL
 
 from proxy.auth import UpstreamRequest
@@ -36,12 +36,13 @@ from proxy.errors import (
     UpstreamTimeout,
     UpstreamUnreachable,
 )
+from proxy.headers import RESPONSE_STRIPPED, SERVER_NAME, upstream_headers
 from proxy.log import enabled as log_enabled
 from proxy.log import get_logger
 from proxy.metrics import Metrics, status_class
 from proxy.neterrors import client_error_reason, is_tls_failure
 from proxy.routes import check_request_target
-from proxy.runtime import RESPONSE_STRIPPED, RouteRuntime, Runtime
+from proxy.runtime import RouteRuntime, Runtime
 
 log = get_logger("signet.request")
 
@@ -200,7 +201,9 @@ class ProxyHandler:
                 "this Signet requires a client token: send 'Proxy-Authorization: Bearer <token>' "
                 "or 'X-Signet-Token: <token>'"
             )
-        given = presented.encode()
+        # aiohttp decodes header bytes as UTF-8 with surrogateescape: a token with
+        # bytes that are not UTF-8 can match no client, so it is an unknown token
+        given = presented.encode("utf-8", "surrogateescape")
         found = None
         for client in clients:  # compare against every client: time does not reveal which matched
             if hmac.compare_digest(given, client.token.reveal().encode()):
@@ -419,36 +422,6 @@ class ProxyHandler:
 # ------------------------------------------------------------------- helpers
 
 
-def upstream_headers(
-    client_headers: Any,
-    route: RouteRuntime,
-    rid: str,
-    client_info: tuple[str, str] | None = None,
-) -> CIMultiDict[str]:
-    """The client's headers minus every credential and hop-by-hop header, plus the route's.
-
-    ``client_info`` is (peer address, scheme) when the route forwards it.
-    """
-    stripped = route.stripped
-    connection = client_headers.get(CONNECTION)
-    if connection:
-        stripped = stripped | {t.strip().lower() for t in connection.split(",")}
-    out: CIMultiDict[str] = CIMultiDict()
-    for name, value in client_headers.items():
-        if name.lower() not in stripped:
-            out.add(name, value)
-    out[X_REQUEST_ID] = rid
-    if client_info is not None:
-        peer, scheme = client_info
-        prior = client_headers.get("X-Forwarded-For")
-        out["X-Forwarded-For"] = f"{prior}, {peer}" if prior else peer
-        out["X-Forwarded-Proto"] = scheme
-        out["X-Forwarded-Host"] = client_headers.get(HOST, "")
-    for name, value in route.set_headers:
-        out[name] = value
-    return out
-
-
 def error_response(exc: RequestError, rid: str, *, close: bool = False) -> web.Response:
     body = json.dumps(
         {"error": {"code": exc.code, "message": exc.message, "route": exc.route, "request_id": rid}}
@@ -457,8 +430,10 @@ def error_response(exc: RequestError, rid: str, *, close: bool = False) -> web.R
         status=exc.status,
         body=body,
         content_type="application/json",
-        headers={X_SIGNET_ERROR: exc.code, X_REQUEST_ID: rid, **exc.headers},
+        headers={X_SIGNET_ERROR: exc.code, X_REQUEST_ID: rid, "Server": SERVER_NAME, **exc.headers},
     )
+    if isinstance(exc, ProxyAuthRequired):  # RFC 9110 §11.7.1: a 407 names its scheme
+        response.headers["Proxy-Authenticate"] = 'Bearer realm="signet"'
     if close:
         response.force_close()
     return response

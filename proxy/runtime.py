@@ -18,57 +18,13 @@ import aiohttp
 from multidict import istr
 
 from proxy.admission import build_admission
-from proxy.auth import AuthScheme, SchemeContext, all_injected_headers
+from proxy.auth import AuthScheme, SchemeContext
 from proxy.clock import SYSTEM_CLOCK, Clock
 from proxy.config import Client, Route, Settings
+from proxy.headers import stripped_names
 from proxy.metrics import Metrics
 from proxy.routes import PrefixTable
 from proxy.secret import reveal
-
-# Hop-by-hop (RFC 9110 §7.6.1) plus what the contract always strips.
-ALWAYS_STRIPPED = frozenset(
-    h.lower()
-    for h in (
-        "Connection",
-        "Keep-Alive",
-        "Proxy-Authenticate",
-        "Proxy-Authorization",
-        "Proxy-Connection",
-        "TE",
-        "Trailer",
-        "Transfer-Encoding",
-        "Upgrade",
-        "Host",
-        "Authorization",
-        "Cookie",
-        "Expect",  # Signet answers 100-continue itself; upstream gets a plain request
-        "X-Signet-Token",  # inbound credential, never forwarded
-        # every header a built-in scheme injects, even when this route's scheme does not
-        "X-Api-Key",
-        "X-Api-Secret",
-        "X-Api-Signature",
-        "X-Api-Timestamp",
-        "Apikey",
-        "Signature",
-        "API_KEY",
-        "API_DIGEST",
-    )
-)
-
-# Not copied from the upstream's response: hop-by-hop, plus those aiohttp sets itself.
-RESPONSE_STRIPPED = frozenset(
-    h.lower()
-    for h in (
-        "Connection",
-        "Keep-Alive",
-        "Proxy-Authenticate",
-        "Proxy-Connection",
-        "TE",
-        "Trailer",
-        "Transfer-Encoding",
-        "Upgrade",
-    )
-)
 
 STREAM_BUFSIZE = 256 * 1024
 
@@ -174,7 +130,6 @@ class Runtime:
         return session
 
     async def start(self) -> None:
-        injected = all_injected_headers()
         built: list[RouteRuntime] = []
         try:
             await self.admission.start()
@@ -199,11 +154,14 @@ class Runtime:
                         timeout=aiohttp.ClientTimeout(
                             total=None, connect=route.timeout.connect, sock_read=route.timeout.read
                         ),
-                        stripped=ALWAYS_STRIPPED
-                        | injected
-                        | {h.lower() for h in route.strip_headers}
-                        | {h.lower() for h in scheme.injected_headers}  # recipes set theirs per instance
-                        | {h.lower() for s in client_schemes.values() for h in s.injected_headers},
+                        # recipes set theirs per instance; a client's own scheme may set others
+                        stripped=stripped_names(
+                            route.strip_headers,
+                            [
+                                *scheme.injected_headers,
+                                *(h for s in client_schemes.values() for h in s.injected_headers),
+                            ],
+                        ),
                         set_headers=tuple(
                             (istr(k), reveal(v)) for k, v in route.set_headers.items()
                         ),

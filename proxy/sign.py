@@ -15,7 +15,7 @@ from proxy.auth import AuthResult, UpstreamRequest
 from proxy.clock import SYSTEM_CLOCK, Clock, FrozenClock
 from proxy.config import Settings
 from proxy.errors import NoRoute
-from proxy.forward import upstream_headers
+from proxy.headers import upstream_headers
 from proxy.metrics import Metrics
 from proxy.routes import check_request_target
 from proxy.runtime import Runtime

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from yarl import URL
 
-from proxy.runtime import ALWAYS_STRIPPED
+from proxy.headers import ALWAYS_STRIPPED
 from tests.conftest import secret
 from tests.fakes import STATE
 

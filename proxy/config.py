@@ -23,7 +23,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, ValidationError
@@ -33,6 +33,7 @@ from proxy.auth import SCHEMES, SchemeOptions
 from proxy.auth.base import AuthScheme
 from proxy.errors import ConfigError, ConfigProblem
 from proxy.secret import Secret, reveal, secret_values_in
+from proxy.state import redis_url_problem
 
 Loc = tuple[str | int, ...]
 
@@ -122,6 +123,13 @@ class RouteModel(_Model):
     max_in_flight: int | None = Field(None, ge=1)
 
 
+class StateModel(_Model):
+    """``state``: where limits and OAuth2 tokens are shared across processes (optional)."""
+
+    redis: TextOrSecret | None = None  # redis[s]://[user:password@]host:port/db or unix:///path
+    on_error: Literal["allow", "deny"] = "allow"
+
+
 class SettingsModel(_Model):
     listen: Text = "127.0.0.1:8080"
     admin_listen: Text = "127.0.0.1:9191"
@@ -131,6 +139,7 @@ class SettingsModel(_Model):
     limits: LimitsModel = LimitsModel()
     clients: list[ClientModel] | None = None
     routes: list[RouteModel] = Field(min_length=1)
+    state: StateModel = StateModel()
 
 
 # ---------------------------------------------------------------- resolved settings
@@ -179,6 +188,12 @@ class Client:
 
 
 @dataclass(frozen=True)
+class StateSettings:
+    redis: Secret | None = None  # the URL may carry a password: kept as a Secret
+    on_error: Literal["allow", "deny"] = "allow"
+
+
+@dataclass(frozen=True)
 class Settings:
     listen: tuple[str, int]
     admin_listen: tuple[str, int]
@@ -189,6 +204,7 @@ class Settings:
     routes: tuple[Route, ...]
     source: str = "<string>"
     secret_values: frozenset[str] = frozenset()
+    state: StateSettings = StateSettings()
 
     def __repr__(self) -> str:
         names = ", ".join(r.name for r in self.routes)
@@ -516,6 +532,24 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def _build_state(model: StateModel, problems: _Problems, secrets: set[str]) -> StateSettings:
+    if model.redis is None:
+        return StateSettings(on_error=model.on_error)
+    url = reveal(model.redis)
+    if why := redis_url_problem(url):
+        problems.add(("state", "redis"), why)
+    elif URL(url).password and not isinstance(model.redis, Secret):
+        problems.add(
+            ("state", "redis"),
+            "the URL holds a password: put it in the environment or a file and "
+            "write redis: ${REDIS_URL} (or ${file:/path})",
+        )
+    password = URL(url).password if not redis_url_problem(url) else None
+    if password:
+        secrets.add(password)
+    return StateSettings(redis=Secret(url), on_error=model.on_error)
+
+
 # --------------------------------------------------------------------------- entry
 
 
@@ -695,6 +729,7 @@ def _build_settings(
 
     for r in routes:
         secrets.update(secret_values_in(r.auth))
+    state = _build_state(model.state, problems, secrets)
 
     if problems.items:
         return None
@@ -708,4 +743,5 @@ def _build_settings(
         routes=tuple(routes),
         source=source,
         secret_values=frozenset(s for s in secrets if s),
+        state=state,
     )

@@ -23,6 +23,7 @@ from proxy.config import Client, Route, Settings
 from proxy.metrics import Metrics
 from proxy.routes import PrefixTable
 from proxy.secret import reveal
+from proxy.state import SharedState
 
 # Hop-by-hop (RFC 9110 §7.6.1) plus what the contract always strips.
 ALWAYS_STRIPPED = frozenset(
@@ -141,6 +142,7 @@ class Runtime:
         self.routes: list[RouteRuntime] = []
         self.table: PrefixTable[RouteRuntime] = PrefixTable([])
         self.clients: tuple[Client, ...] | None = settings.clients
+        self.state: SharedState | None = None  # state.redis: limits and tokens shared by the fleet
 
     def _session_for(self, route: Route) -> aiohttp.ClientSession:
         key = (route.origin, route.tls.verify, route.tls.ca_file)
@@ -168,6 +170,14 @@ class Runtime:
         injected = all_injected_headers()
         built: list[RouteRuntime] = []
         try:
+            if self.settings.state.redis is not None:
+                self.state = SharedState(
+                    self.settings.state.redis.reveal(),
+                    on_error=self.settings.state.on_error,
+                    metrics=self.metrics,
+                    clock=self.clock,
+                )
+                await self.state.start()
             for route in self.settings.routes:
                 context = SchemeContext(
                     route=route.name,
@@ -176,6 +186,7 @@ class Runtime:
                     read_timeout=route.timeout.read,
                     ssl=ssl_context_for(route),
                     metrics=self.metrics,
+                    state=self.state,
                 )
                 scheme = route.scheme_cls(route.auth, context)
                 await scheme.start()
@@ -237,3 +248,5 @@ class Runtime:
         for session in self._sessions.values():
             await session.close()
         self._sessions.clear()
+        if self.state is not None:
+            await self.state.close()

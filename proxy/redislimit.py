@@ -1,0 +1,131 @@
+"""Rate limits shared by every Signet process through Redis: GCRA in one Lua script.
+
+Same interface as the per-process store (``take``/``pause``/``close``), same
+arithmetic (GCRA: emission interval ``T = per / requests``, tolerance
+``T * burst``; a request that may wait up to ``max_wait`` reserves its slot
+at once, so slots go in arrival order). The differences:
+
+- the clock is Redis's own ``TIME``, read inside the script, so replicas
+  whose clocks disagree still share one budget;
+- each decision is ONE ``EVALSHA`` (redis-py ``register_script``: the script
+  is loaded once, and again only after Redis lost it, e.g. a restart), so a
+  request costs at most one Redis round trip;
+- times are whole microseconds (exact in Lua's doubles: ~1.7e15 < 2**53).
+
+When Redis cannot answer, :class:`~proxy.state.SharedState` decides: the
+``fallback`` store (per process) under ``on_error: allow``, 503 under ``deny``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from proxy.state import REDIS_ERRORS, SharedState
+
+US = 1_000_000
+
+# KEYS[1] theoretical arrival time (us), KEYS[2] pause-until (us)
+# ARGV[1] emission interval (us), ARGV[2] tolerance (us), ARGV[3] max wait (us)
+# -> {admitted 0|1, wait us, retry_after us}
+GCRA_TAKE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local interval = tonumber(ARGV[1])
+local tolerance = tonumber(ARGV[2])
+local max_wait = tonumber(ARGV[3])
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+if tat < now then tat = now end
+local start = tat - tolerance
+if start < now then start = now end
+local paused = tonumber(redis.call('GET', KEYS[2]) or 0)
+if paused > start then start = paused end
+local wait = start - now
+if wait > max_wait then
+  return {0, 0, wait}
+end
+local base = tat
+if start > base then base = start end
+local new_tat = base + interval
+redis.call('SET', KEYS[1], string.format('%.0f', new_tat),
+           'PX', math.ceil((new_tat - now) / 1000) + 1000)
+return {1, wait, 0}
+"""
+
+# KEYS[1] pause-until (us); ARGV[1] pause length (us). Only ever extends a pause.
+GCRA_PAUSE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local length = tonumber(ARGV[1])
+local until_ = now + length
+local current = tonumber(redis.call('GET', KEYS[1]) or 0)
+if until_ > current then
+  redis.call('SET', KEYS[1], string.format('%.0f', until_), 'PX', math.ceil(length / 1000) + 1000)
+end
+return 1
+"""
+
+
+@dataclass(frozen=True)
+class Decision:
+    admitted: bool
+    wait: float  # seconds to wait before sending (0 when admitted now); the slot is reserved
+    retry_after: float  # when refused: seconds until a slot could be had
+
+
+class LimitStore(Protocol):
+    async def take(self, key: str, interval: float, burst: int, max_wait: float) -> Decision: ...
+
+    async def pause(self, key: str, seconds: float) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+def _us(seconds: float) -> int:
+    return max(0, round(seconds * US))
+
+
+class RedisLimitStore:
+    """GCRA decisions made atomically in Redis, one round trip each."""
+
+    def __init__(self, state: SharedState, fallback: LimitStore) -> None:
+        self.state = state
+        self.fallback = fallback
+        self._take = state.redis.register_script(GCRA_TAKE)
+        self._pause = state.redis.register_script(GCRA_PAUSE)
+
+    def _keys(self, key: str) -> list[str]:
+        # {key} is a cluster hash tag: both keys of one limit live on one slot
+        return [self.state.key("rl", "{" + key + "}", "tat"), self.state.key("rl", "{" + key + "}", "pause")]
+
+    async def take(self, key: str, interval: float, burst: int, max_wait: float) -> Decision:
+        t = _us(interval)
+        args = (t, t * max(0, burst), _us(max_wait))
+        keys = self._keys(key)
+
+        async def remote(_redis: Any) -> Decision:
+            admitted, wait, retry = await self._take(keys=keys, args=args)
+            return Decision(bool(admitted), int(wait) / US, int(retry) / US)
+
+        async def local() -> Decision:
+            return await self.fallback.take(key, interval, burst, max_wait)
+
+        return await self.state.call("limit", remote, local)
+
+    async def pause(self, key: str, seconds: float) -> None:
+        """Pause ``key`` fleet-wide; never raises (it runs while relaying a vendor's 429).
+
+        The per-process fallback is paused too, so this process honours the
+        vendor even if Redis fails before the pause is over.
+        """
+        await self.fallback.pause(key, seconds)
+        if not self.state.up:
+            self.state.unavailable("pause", None, deny=False)
+            return
+        try:
+            await self._pause(keys=self._keys(key)[1:], args=(_us(seconds),))
+        except REDIS_ERRORS as e:
+            self.state.unavailable("pause", e, deny=False)
+
+    async def close(self) -> None:
+        await self.fallback.close()

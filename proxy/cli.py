@@ -126,6 +126,10 @@ def cmd_check(args: argparse.Namespace) -> int:
         )
     if settings.clients is not None:
         print(f"  inbound clients: {', '.join(c.name for c in settings.clients)}")
+    from proxy.admission import check_lines
+
+    for line in check_lines(settings):  # policies and rate limits
+        print(f"  {line}")
     return 0
 
 

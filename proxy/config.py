@@ -103,10 +103,50 @@ class LimitsModel(_Model):
     body_read_timeout: float = Field(60.0, gt=0)  # max time without a body byte from a client
 
 
+_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)?\Z")
+_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds from a number or a string with a unit (``500ms``, ``2s``, ``1m``, ``1h``)."""
+    value = _plain(value)
+    if isinstance(value, bool):
+        raise ValueError("must be a duration: a number of seconds or a string like 500ms, 2s, 1m")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str) and (m := _DURATION.match(value.strip())):
+        seconds = float(m.group(1)) * _UNIT[m.group(2)]
+    else:
+        raise ValueError("must be a duration: a number of seconds or a string like 500ms, 2s, 1m")
+    if seconds < 0 or seconds != seconds or seconds == float("inf"):
+        raise ValueError("must be a finite duration of 0 or more")
+    return seconds
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+class RateLimitModel(_Model):
+    """``requests`` per ``per`` (GCRA), ``burst`` more at once, queue up to ``max_wait``."""
+
+    requests: int = Field(ge=1)
+    per: Duration
+    burst: int = Field(0, ge=0)
+    max_wait: Duration | None = None
+
+
+class AllowModel(_Model):
+    route: Text
+    methods: list[Text] | None = None
+    paths: list[Text] | None = None
+
+
 class ClientModel(_Model):
     name: Text = Field(min_length=1)
     token: Secret
     routes: list[Text] | None = None
+    allow: list[AllowModel] | None = None
+    rate_limit: RateLimitModel | None = None
 
 
 class RouteModel(_Model):
@@ -121,6 +161,7 @@ class RouteModel(_Model):
     max_body_bytes: int | None = Field(None, ge=0)
     tls: RouteTLSModel | None = None
     max_in_flight: int | None = Field(None, ge=1)
+    rate_limit: RateLimitModel | None = None
 
 
 class StateModel(_Model):
@@ -174,6 +215,7 @@ class Route:
     strip_headers: tuple[str, ...] = ()
     set_headers: Mapping[str, str | Secret] = field(default_factory=dict)
     forward_client_info: bool = False
+    rate_limit: RateLimit | None = None
 
     @property
     def origin(self) -> str:
@@ -181,10 +223,35 @@ class Route:
 
 
 @dataclass(frozen=True)
+class RateLimit:
+    """A GCRA limit as configured (before any per-worker share is taken)."""
+
+    requests: int
+    per: float  # seconds
+    burst: int = 0
+    max_wait: float = 0.0  # seconds; always 0 for a client limit (client limits never queue)
+
+    def describe(self) -> str:
+        wait = f", max_wait {self.max_wait:g}s" if self.max_wait else ""
+        return f"{self.requests} per {self.per:g}s, burst {self.burst}{wait}"
+
+
+@dataclass(frozen=True)
+class AllowRule:
+    """One ``clients[].allow`` entry: a route, and optionally methods and raw-path globs."""
+
+    route: str
+    methods: frozenset[str] | None = None  # upper-case; None: every method
+    paths: tuple[str, ...] | None = None  # globs over the path after the prefix; None: every path
+
+
+@dataclass(frozen=True)
 class Client:
     name: str
     token: Secret
-    routes: frozenset[str] | None  # None: every route
+    routes: frozenset[str] | None  # None: every route (with allow: the routes it names)
+    allow: tuple[AllowRule, ...] | None = None
+    rate_limit: RateLimit | None = None
 
 
 @dataclass(frozen=True)
@@ -204,6 +271,7 @@ class Settings:
     routes: tuple[Route, ...]
     source: str = "<string>"
     secret_values: frozenset[str] = frozenset()
+    workers: int = 1  # processes serving this config (--workers); local limits are split N ways
     state: StateSettings = StateSettings()
 
     def __repr__(self) -> str:
@@ -620,6 +688,56 @@ def _build_auth(
     return cls, options
 
 
+def _rate_limit(model: RateLimitModel | None) -> RateLimit | None:
+    if model is None:
+        return None
+    return RateLimit(model.requests, model.per, model.burst, model.max_wait or 0.0)
+
+
+def _allow_rules(
+    c: ClientModel, loc: Loc, route_names: list[str], problems: _Problems
+) -> tuple[AllowRule, ...] | None:
+    """Validate ``clients[i].allow``: known routes, HTTP method tokens, well-formed globs."""
+    from proxy.policy import glob_problem  # policy imports this module's types
+
+    if c.allow is None:
+        return None
+    if c.routes is not None:
+        problems.add(
+            (*loc, "allow"),
+            "use either 'routes' or 'allow' (allow replaces routes: list every route there)",
+        )
+    rules = []
+    for j, a in enumerate(c.allow):
+        where: Loc = (*loc, "allow", j)
+        if a.route not in route_names:
+            hint = _did_you_mean(a.route, route_names)
+            problems.add((*where, "route"), f"no route named {a.route!r}{hint}")
+        methods = None
+        if a.methods is not None:
+            if not a.methods:
+                problems.add((*where, "methods"), "empty: leave methods out to allow every method")
+            for k, m in enumerate(a.methods):
+                if not _METHOD.match(m):
+                    problems.add((*where, "methods", k), "not an HTTP method name (e.g. GET)")
+            methods = frozenset(m.upper() for m in a.methods)
+        if a.paths is not None:
+            if not a.paths:
+                problems.add((*where, "paths"), "empty: leave paths out to allow every path")
+            for k, pattern in enumerate(a.paths):
+                if why := glob_problem(pattern):
+                    problems.add((*where, "paths", k), why)
+        rules.append(
+            AllowRule(a.route, methods, tuple(a.paths) if a.paths is not None else None)
+        )
+    if not rules:
+        problems.add((*loc, "allow"), "empty: this client could use nothing (remove the client?)")
+    return tuple(rules)
+
+
+_METHOD = re.compile(r"[A-Za-z][A-Za-z0-9_-]*\Z")
+
+
 def _build_settings(
     model: SettingsModel, problems: _Problems, source: str, secrets: set[str]
 ) -> Settings | None:
@@ -691,6 +809,7 @@ def _build_settings(
                 strip_headers=tuple(r.strip_headers),
                 set_headers=dict(r.set_headers),
                 forward_client_info=r.forward_client_info,
+                rate_limit=_rate_limit(r.rate_limit),
             )
         )
 
@@ -719,8 +838,18 @@ def _build_settings(
                 if rn not in names:
                     hint = _did_you_mean(rn, list(names))
                     problems.add(("clients", i, "routes", j), f"no route named {rn!r}{hint}")
+            allow = _allow_rules(c, ("clients", i), list(names), problems)
+            if c.rate_limit is not None and c.rate_limit.max_wait is not None:
+                problems.add(
+                    ("clients", i, "rate_limit", "max_wait"),
+                    "client limits never queue: a client over its limit gets 429 at once "
+                    "(max_wait belongs on a route's rate_limit)",
+                )
+            routes_allowed = frozenset(c.routes) if c.routes is not None else None
+            if allow is not None:
+                routes_allowed = frozenset(rule.route for rule in allow)
             built_clients.append(
-                Client(c.name, c.token, frozenset(c.routes) if c.routes is not None else None)
+                Client(c.name, c.token, routes_allowed, allow, _rate_limit(c.rate_limit))
             )
         clients = tuple(built_clients)
 

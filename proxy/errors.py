@@ -12,6 +12,7 @@ request pipeline turns any of them into the contract's JSON body and
         ├── ProxyAuthRequired        407 proxy_auth_required
         ├── NoRoute                  404 no_route
         ├── BodyTooLarge             413 body_too_large
+        ├── RateLimited              429 rate_limited (with Retry-After)
         ├── Overloaded               503 overloaded
         ├── StateUnavailable         503 state_unavailable
         ├── UpstreamUnreachable      502 upstream_unreachable
@@ -24,6 +25,7 @@ OAuth2 error fields only.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 
@@ -62,6 +64,7 @@ class RequestError(SignetError):
 
     status: int = 500
     code: str = "internal_error"
+    headers: Mapping[str, str] = {}  # extra response headers (e.g. Retry-After); never a secret
 
     def __init__(self, message: str, *, route: str | None = None) -> None:
         super().__init__(message)
@@ -87,6 +90,16 @@ class ProxyAuthRequired(RequestError):
 
 class BodyTooLarge(RequestError):
     status, code = 413, "body_too_large"
+
+
+class RateLimited(RequestError):
+    """A route's or client's rate limit, or a vendor's 429 pause; says when to come back."""
+
+    status, code = 429, "rate_limited"
+
+    def __init__(self, message: str, *, retry_after: str, route: str | None = None) -> None:
+        super().__init__(message, route=route)
+        self.headers = {"Retry-After": retry_after}
 
 
 class UpstreamUnreachable(RequestError):

@@ -120,6 +120,7 @@ class ProxyHandler:
                     raise Forbidden(
                         f"client {client!r} may not use route {route.name!r}", route=route.name
                     )
+                await runtime.admission.admit(client, route.name, request.method, rest)
                 if route.in_flight >= route.route.max_in_flight:
                     raise Overloaded(
                         f"route {route.name!r} has {route.route.max_in_flight} requests in flight",
@@ -296,6 +297,8 @@ class ProxyHandler:
             upstream_ms = (time.perf_counter() - t0) * 1000
             info["upstream_ms"] = round(upstream_ms, 3)
             info["upstream_status"] = upstream.status
+            if upstream.status == 429:  # the vendor's quota: pause the route for its Retry-After
+                await self.runtime.admission.vendor_429(route.name, upstream.headers.get("Retry-After"))
             self._latency(route).observe(upstream_ms / 1000)
             if (
                 upstream.status == 401
@@ -453,7 +456,7 @@ def error_response(exc: RequestError, rid: str, *, close: bool = False) -> web.R
         status=exc.status,
         body=body,
         content_type="application/json",
-        headers={X_SIGNET_ERROR: exc.code, X_REQUEST_ID: rid},
+        headers={X_SIGNET_ERROR: exc.code, X_REQUEST_ID: rid, **exc.headers},
     )
     if close:
         response.force_close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+QUEUE_WAIT_BUCKETS = (0.0, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30)
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
 
@@ -32,6 +33,25 @@ class Metrics:
         )
         self.in_flight = Gauge(
             "signet_in_flight_requests", "Requests being proxied now.", ["route"], registry=r
+        )
+        self.policy_denied = Counter(
+            "signet_policy_denied",
+            "Requests refused by a client's allow rules.",
+            ["route", "client"],
+            registry=r,
+        )
+        self.rate_limited = Counter(
+            "signet_rate_limited",
+            "Requests refused 429 by Signet, by reason (route, client, vendor_429).",
+            ["route", "client", "reason"],
+            registry=r,
+        )
+        self.queue_wait = Histogram(
+            "signet_queue_wait_seconds",
+            "Time a request waited for its slot under a route's rate limit.",
+            ["route"],
+            buckets=QUEUE_WAIT_BUCKETS,
+            registry=r,
         )
         self.token_fetches = Counter(
             "signet_token_fetches",

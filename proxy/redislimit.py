@@ -1,9 +1,10 @@
 """Rate limits shared by every Signet process through Redis: GCRA in one Lua script.
 
-Same interface as the per-process store (``take``/``pause``/``close``), same
-arithmetic (GCRA: emission interval ``T = per / requests``, tolerance
-``T * burst``; a request that may wait up to ``max_wait`` reserves its slot
-at once, so slots go in arrival order). The differences:
+Same interface and arithmetic as :class:`proxy.ratelimit.LocalLimitStore`
+(GCRA: emission interval ``T = per / requests``, tolerance ``T * burst``; a
+request that may wait up to ``max_wait`` reserves its slot at once, so slots
+go in arrival order; after a vendor pause traffic resumes at the steady
+rate). The differences:
 
 - the clock is Redis's own ``TIME``, read inside the script, so replicas
   whose clocks disagree still share one budget;
@@ -13,14 +14,17 @@ at once, so slots go in arrival order). The differences:
 - times are whole microseconds (exact in Lua's doubles: ~1.7e15 < 2**53).
 
 When Redis cannot answer, :class:`~proxy.state.SharedState` decides: the
-``fallback`` store (per process) under ``on_error: allow``, 503 under ``deny``.
+``fallback`` store (per process; with ``--workers N`` each worker takes
+``1/N`` of each limit there, as without Redis) under ``on_error: allow``, 503
+under ``deny``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
+from proxy.config import Settings
+from proxy.ratelimit import Decision, LimitStore, LocalLimitStore
 from proxy.state import REDIS_ERRORS, SharedState
 
 US = 1_000_000
@@ -36,17 +40,14 @@ local tolerance = tonumber(ARGV[2])
 local max_wait = tonumber(ARGV[3])
 local tat = tonumber(redis.call('GET', KEYS[1]) or now)
 if tat < now then tat = now end
-local start = tat - tolerance
-if start < now then start = now end
 local paused = tonumber(redis.call('GET', KEYS[2]) or 0)
-if paused > start then start = paused end
-local wait = start - now
+if paused > 0 and paused + tolerance > tat then tat = paused + tolerance end
+local wait = tat - tolerance - now
+if wait < 0 then wait = 0 end
 if wait > max_wait then
   return {0, 0, wait}
 end
-local base = tat
-if start > base then base = start end
-local new_tat = base + interval
+local new_tat = tat + interval
 redis.call('SET', KEYS[1], string.format('%.0f', new_tat),
            'PX', math.ceil((new_tat - now) / 1000) + 1000)
 return {1, wait, 0}
@@ -66,21 +67,6 @@ return 1
 """
 
 
-@dataclass(frozen=True)
-class Decision:
-    admitted: bool
-    wait: float  # seconds to wait before sending (0 when admitted now); the slot is reserved
-    retry_after: float  # when refused: seconds until a slot could be had
-
-
-class LimitStore(Protocol):
-    async def take(self, key: str, interval: float, burst: int, max_wait: float) -> Decision: ...
-
-    async def pause(self, key: str, seconds: float) -> None: ...
-
-    async def close(self) -> None: ...
-
-
 def _us(seconds: float) -> int:
     return max(0, round(seconds * US))
 
@@ -88,9 +74,10 @@ def _us(seconds: float) -> int:
 class RedisLimitStore:
     """GCRA decisions made atomically in Redis, one round trip each."""
 
-    def __init__(self, state: SharedState, fallback: LimitStore) -> None:
+    def __init__(self, state: SharedState, fallback: LimitStore, *, workers: int = 1) -> None:
         self.state = state
         self.fallback = fallback
+        self.workers = max(1, workers)
         self._take = state.redis.register_script(GCRA_TAKE)
         self._pause = state.redis.register_script(GCRA_PAUSE)
 
@@ -108,7 +95,10 @@ class RedisLimitStore:
             return Decision(bool(admitted), int(wait) / US, int(retry) / US)
 
         async def local() -> Decision:
-            return await self.fallback.take(key, interval, burst, max_wait)
+            # per process now: this worker's share, as without Redis (proxy.admission.worker_share)
+            n = self.workers
+            share = max(0, (burst + 1) // n - 1) if n > 1 else burst
+            return await self.fallback.take(key, interval * n, share, max_wait)
 
         return await self.state.call("limit", remote, local)
 
@@ -129,3 +119,10 @@ class RedisLimitStore:
 
     async def close(self) -> None:
         await self.fallback.close()
+
+
+def shared_limit_store(state: SharedState | None, settings: Settings) -> LimitStore | None:
+    """The store for a runtime: Redis when ``state.redis`` is set (None: the local default)."""
+    if state is None:
+        return None
+    return RedisLimitStore(state, LocalLimitStore(), workers=settings.workers)

@@ -17,13 +17,15 @@ from typing import Any
 import aiohttp
 from multidict import istr
 
+from proxy.admission import build_admission
 from proxy.auth import AuthScheme, SchemeContext, all_injected_headers
 from proxy.clock import SYSTEM_CLOCK, Clock
 from proxy.config import Client, Route, Settings
 from proxy.metrics import Metrics
+from proxy.redislimit import shared_limit_store
 from proxy.routes import PrefixTable
 from proxy.secret import reveal
-from proxy.state import SharedState
+from proxy.state import SharedState, shared_state
 
 # Hop-by-hop (RFC 9110 §7.6.1) plus what the contract always strips.
 ALWAYS_STRIPPED = frozenset(
@@ -142,7 +144,11 @@ class Runtime:
         self.routes: list[RouteRuntime] = []
         self.table: PrefixTable[RouteRuntime] = PrefixTable([])
         self.clients: tuple[Client, ...] | None = settings.clients
-        self.state: SharedState | None = None  # state.redis: limits and tokens shared by the fleet
+        # state.redis: limits and OAuth2 tokens shared by the fleet (connected in start)
+        self.state: SharedState | None = shared_state(settings, metrics, clock)
+        self.admission = build_admission(  # allow rules, rate limits
+            settings, metrics, shared_limit_store(self.state, settings)
+        )
 
     def _session_for(self, route: Route) -> aiohttp.ClientSession:
         key = (route.origin, route.tls.verify, route.tls.ca_file)
@@ -170,14 +176,9 @@ class Runtime:
         injected = all_injected_headers()
         built: list[RouteRuntime] = []
         try:
-            if self.settings.state.redis is not None:
-                self.state = SharedState(
-                    self.settings.state.redis.reveal(),
-                    on_error=self.settings.state.on_error,
-                    metrics=self.metrics,
-                    clock=self.clock,
-                )
+            if self.state is not None:
                 await self.state.start()
+            await self.admission.start()
             for route in self.settings.routes:
                 context = SchemeContext(
                     route=route.name,
@@ -248,5 +249,7 @@ class Runtime:
         for session in self._sessions.values():
             await session.close()
         self._sessions.clear()
+        with contextlib.suppress(Exception):
+            await self.admission.close()
         if self.state is not None:
             await self.state.close()

@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import random
 from collections.abc import Awaitable, Callable
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import redis.asyncio as aioredis
 import structlog
@@ -34,6 +34,9 @@ from yarl import URL
 from proxy.clock import SYSTEM_CLOCK, Clock
 from proxy.errors import StateUnavailable
 from proxy.tokens import sanitize
+
+if TYPE_CHECKING:
+    from proxy.config import Settings
 
 log = structlog.get_logger("signet.state")
 
@@ -257,3 +260,12 @@ class SharedState:
         gauge = getattr(self.metrics, "state_up", None)
         if gauge is not None:
             gauge.set(value)
+
+
+def shared_state(settings: Settings, metrics: Any, clock: Clock = SYSTEM_CLOCK) -> SharedState | None:
+    """The runtime's shared state when ``state.redis`` is set (connected by ``start``)."""
+    if settings.state.redis is None:
+        return None
+    return SharedState(
+        settings.state.redis.reveal(), on_error=settings.state.on_error, metrics=metrics, clock=clock
+    )

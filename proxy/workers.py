@@ -168,6 +168,7 @@ class Supervisor:
     async def _spawn(self, w: _Worker) -> None:
         spec = {
             "index": w.index,
+            "workers": self.n,  # local rate limits are split N ways
             "config": self.config_path,
             "listen": list(self.listen),
             "admin_host": self.admin[0],
@@ -372,7 +373,9 @@ def worker_main() -> int:
     admin = (spec["admin_host"], 0)
 
     def load() -> Any:
-        return dataclasses.replace(load_config(path), listen=listen, admin_listen=admin)
+        return dataclasses.replace(
+            load_config(path), listen=listen, admin_listen=admin, workers=int(spec.get("workers", 1))
+        )
 
     try:
         settings = load()

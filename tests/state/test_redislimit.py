@@ -10,7 +10,8 @@ import pytest
 
 from proxy.errors import StateUnavailable
 from proxy.metrics import Metrics
-from proxy.redislimit import Decision, RedisLimitStore
+from proxy.ratelimit import Decision
+from proxy.redislimit import RedisLimitStore
 from proxy.state import SharedState
 from tests.redisserver import RedisServer
 

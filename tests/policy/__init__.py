@@ -1,0 +1,1 @@
+"""Per-client policies and rate limits (contract: "Policies, quotas and shared state")."""

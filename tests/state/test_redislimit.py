@@ -185,3 +185,27 @@ async def test_redis_down_deny_raises_state_unavailable(redis_server: RedisServe
         assert ("take", "x") not in fallback.calls
     finally:
         await state.close()
+
+
+async def test_concurrent_decisions_share_round_trips_and_stay_exact(
+    store: RedisLimitStore, redis_server: RedisServer
+) -> None:
+    await store.take("warm", 0.001, 100, 0.0)
+    with redis_server.client() as r:
+        r.config_resetstat()
+        before = r.info("stats")["total_reads_processed"]
+        got = await asyncio.gather(*(store.take("c50", 60.0, 9, 0.0) for _ in range(50)))
+        reads = r.info("stats")["total_reads_processed"] - before - 1  # less the INFO itself
+        evalsha = r.info("commandstats")["cmdstat_evalsha"]["calls"]
+    assert sum(d.admitted for d in got) == 10  # burst 9: ten at once, exactly
+    assert [d.admitted for d in got] == [True] * 10 + [False] * 40  # in arrival order
+    assert evalsha == 50  # one script run per decision
+    assert 1 <= reads <= 5, reads  # but pipelined: a few round trips for fifty decisions
+
+
+async def test_script_reloaded_inside_a_pipeline(store: RedisLimitStore, redis_server: RedisServer) -> None:
+    await store.take("g", 0.001, 0, 0.0)
+    with redis_server.client() as r:
+        r.script_flush()
+    got = await asyncio.gather(*(store.take(f"g{i}", 10, 0, 0.0) for i in range(5)))
+    assert all(d.admitted for d in got)

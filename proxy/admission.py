@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from proxy.config import RateLimit, Settings
 from proxy.errors import Forbidden, RateLimited
@@ -90,12 +90,29 @@ class Admission:
         # without a limit, and names the reason in the metric
         self._paused_until: dict[str, float] = {}
         self._children: dict[tuple[str, ...], Any] = {}
+        self._owns_store = True  # False once a reload handed the store to the next runtime
 
     async def start(self) -> None:
         """Connect what needs connecting (nothing for local state)."""
 
+    def carry_over(self, old: Admission) -> None:
+        """On reload: keep the previous runtime's local limit state and vendor pauses.
+
+        Limits are keyed by name, so a renamed route or client starts afresh and
+        changed numbers apply to the state as it stands. A shared store keeps its
+        state anyway; only a local one is handed over (and not closed with the
+        old runtime).
+        """
+        if isinstance(self.store, LocalLimitStore) and isinstance(old.store, LocalLimitStore):
+            self.store = old.store
+            old._owns_store = False
+        for route, until in old._paused_until.items():
+            if until > self._paused_until.get(route, 0.0):
+                self._paused_until[route] = until
+
     async def close(self) -> None:
-        await self.store.close()
+        if self._owns_store:
+            await self.store.close()
 
     # ------------------------------------------------------------ the hooks
 
@@ -124,18 +141,12 @@ class Admission:
             if self._paused_until:
                 self._check_pause(route, client)
             return
-        decision = await self.store.take(limit.key, limit.interval, limit.burst, limit.max_wait)
-        if not decision.admitted:
-            reason = "vendor_429" if self._paused(route) else "route"
-            what = (
-                "is paused after the vendor answered 429"
-                if reason == "vendor_429"
-                else f"is over its rate limit ({limit.describe()})"
-            )
-            self._refuse(route, client, reason, decision.retry_after, f"route {route!r} {what}")
-        self._histogram(route).observe(decision.wait)
-        if decision.wait > 0:
-            await asyncio.sleep(decision.wait)  # the slot is ours: at most max_wait
+        waited = await self._take_route(limit, route, client, limit.max_wait)
+        if waited > 0 and self._paused(route):
+            # the vendor answered 429 while this request waited for its slot: queue
+            # again behind the pause, within what is left of max_wait
+            waited += await self._take_route(limit, route, client, limit.max_wait - waited)
+        self._histogram(route).observe(waited)
 
     async def vendor_429(self, route: str, retry_after: str | None) -> None:
         """The vendor answered 429: pause the route for its ``Retry-After`` (if it gave one)."""
@@ -150,13 +161,30 @@ class Admission:
 
     # ------------------------------------------------------------ internals
 
+    async def _take_route(self, limit: Limit, route: str, client: str | None, max_wait: float) -> float:
+        """Take a slot on the route's limit and wait for it; the seconds waited."""
+        decision = await self.store.take(limit.key, limit.interval, limit.burst, max(0.0, max_wait))
+        if not decision.admitted:
+            reason = "vendor_429" if self._paused(route) else "route"
+            what = (
+                "is paused after the vendor answered 429"
+                if reason == "vendor_429"
+                else f"is over its rate limit ({limit.describe()})"
+            )
+            self._refuse(route, client, reason, decision.retry_after, f"route {route!r} {what}")
+        if decision.wait > 0:
+            await asyncio.sleep(decision.wait)  # the slot is ours: at most max_wait
+        return decision.wait
+
     def _paused(self, route: str) -> bool:
         return self._paused_until.get(route, 0.0) > time.monotonic()
 
     def _check_pause(self, route: str, client: str | None) -> None:
         """A route without a limit still honours a vendor pause (this process's view)."""
         left = self._paused_until.get(route, 0.0) - time.monotonic()
-        if left > 0:
+        if left <= 0:
+            self._paused_until.pop(route, None)  # over: the common path stays one dict test
+        else:
             self._refuse(
                 route, client, "vendor_429", left,
                 f"route {route!r} is paused after the vendor answered 429",
@@ -164,7 +192,7 @@ class Admission:
 
     def _refuse(
         self, route: str, client: str | None, reason: str, retry_after: float, message: str
-    ) -> None:
+    ) -> NoReturn:
         self._counter("limited", route, client or "-", reason).inc()
         header = retry_after_header(retry_after)
         raise RateLimited(f"{message}; retry in {header}s", retry_after=header, route=route)

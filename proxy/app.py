@@ -212,6 +212,8 @@ class Signet:
                 )
                 return False
             old = self.runtime
+            if old is not None:  # a reload keeps rate-limit state and vendor pauses
+                new.admission.carry_over(old.admission)
             REDACTOR.set_static(new.secret_values() | (old.secret_values() if old else set()))
             self.runtime = new
             self.settings = settings

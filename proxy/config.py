@@ -130,7 +130,7 @@ class RateLimitModel(_Model):
     """``requests`` per ``per`` (GCRA), ``burst`` more at once, queue up to ``max_wait``."""
 
     requests: int = Field(ge=1)
-    per: Duration
+    per: Duration = Field(gt=0)
     burst: int = Field(0, ge=0)
     max_wait: Duration | None = None
 

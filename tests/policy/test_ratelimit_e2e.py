@@ -8,7 +8,6 @@ moment, and a burst absorbs that without changing what the limit admits.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import math
 import re
@@ -38,6 +37,8 @@ VENDOR = web.AppKey("vendor", Vendor)
 
 async def _handle(request: web.Request) -> web.Response:
     request.app[VENDOR].seen.append((request.raw_path, time.monotonic()))
+    if "delay" in request.query:
+        await asyncio.sleep(float(request.query["delay"]))
     if request.path.endswith("/throttle"):
         return web.json_response(
             {"vendor": "slow down"}, status=429, headers={"Retry-After": request.query["ra"]}
@@ -170,10 +171,11 @@ async def test_route_queue_within_max_wait_in_arrival_order(make_signet: Any, ve
     admitted = [i for i, (status, _, _) in enumerate(answers) if status == 200]
     assert order == admitted == sorted(admitted)  # served in arrival order
     assert len(admitted) >= 5  # arrivals 10 ms apart: slots 0..4 are within 0.5 s for sure
-    span = sent[-1] - sent[0]
-    assert len(admitted) <= 2 + math.floor((span + max_wait) / interval)
-    gaps = [b - a for (_, a), (_, b) in itertools.pairwise(seen)]
-    assert all(g >= interval * 0.95 for g in gaps), gaps  # never closer than per/requests
+    assert len(admitted) < n  # and some were past max_wait
+    # the i-th admitted request left no earlier than i intervals after the first arrived
+    # (a lower bound only: a loaded machine may run a timer late, never early)
+    for i, (_, at) in enumerate(seen):
+        assert at - sent[0] >= i * interval - 0.002, (i, at - sent[0])
     for status, took, raw in answers:
         if status == 200:
             assert took <= max_wait + 1.0, took  # queued at most max_wait (plus a loaded machine)
@@ -183,6 +185,9 @@ async def test_route_queue_within_max_wait_in_arrival_order(make_signet: Any, ve
     m = await metrics_text(app)
     assert metric(m, "signet_queue_wait_seconds_count", route="v") == len(admitted)
     assert metric(m, "signet_queue_wait_seconds_bucket", route="v", le="0.0") == 1  # only the first
+    # every admitted request waited at most max_wait (Signet's own measure of it)
+    assert metric(m, "signet_queue_wait_seconds_bucket", route="v", le=str(max_wait)) == len(admitted)
+    assert metric(m, "signet_rate_limited_total", route="v", reason="route") == n - len(admitted)
 
 
 async def test_retry_after_is_whole_seconds_rounded_up(make_signet: Any, vendor: Any) -> None:
@@ -264,3 +269,52 @@ async def test_vendor_pause_queues_within_max_wait(make_signet: Any, vendor: Any
     assert 0.9 <= waited <= 3.0, waited
     body = json.dumps(vendor.app[VENDOR].seen[-1][0])
     assert "/api/x" in body
+
+
+async def test_reload_keeps_limit_state_and_pauses(make_signet: Any, vendor: Any) -> None:
+    from proxy.config import load_config_text
+
+    text = config(vendor, route_limit={"requests": 1, "per": "30s"})
+    app = await make_signet(text, env=ENV)
+    url = app.proxy_url + "/v/x"
+    async with aiohttp.ClientSession() as s:
+        async with s.get(url, headers=auth(TEAM)) as r:
+            assert r.status == 200
+        changed = text.replace("per: 30s", "per: 20s")
+        assert await app.reload(lambda: load_config_text(changed, env=ENV))
+        async with s.get(url, headers=auth(TEAM)) as r:  # the slot taken before the reload stands
+            assert r.status == 429 and r.headers["Retry-After"] == "30"
+        assert await app.reload(lambda: load_config_text(config(vendor), env=ENV))
+        async with s.get(url, headers=auth(TEAM)) as r:  # the limit is gone with the config
+            assert r.status == 200
+        async with s.get(app.proxy_url + "/v/throttle", params={"ra": "30"}, headers=auth(TEAM)) as r:
+            assert r.status == 429
+        assert await app.reload(lambda: load_config_text(config(vendor), env=ENV))
+        async with s.get(url, headers=auth(TEAM)) as r:  # the vendor's pause survives a reload
+            assert r.status == 429 and r.headers["X-Signet-Error"] == "rate_limited"
+    assert len(vendor.app[VENDOR].seen) == 3
+
+
+async def test_requests_queued_before_a_vendor_429_wait_for_the_pause(
+    make_signet: Any, vendor: Any
+) -> None:
+    app = await make_signet(
+        config(vendor, route_limit={"requests": 2, "per": "1s", "max_wait": "4s"}), env=ENV
+    )
+    async with aiohttp.ClientSession() as s:
+
+        async def throttled() -> float:
+            params = {"ra": "2", "delay": "0.3"}  # the vendor takes 0.3 s to say 429
+            async with s.get(app.proxy_url + "/v/throttle", params=params, headers=auth(TEAM)) as r:
+                assert r.status == 429
+                return time.monotonic()
+
+        async def queued() -> int:
+            await asyncio.sleep(0.1)  # arrives second: its slot is 0.5 s after the first
+            async with s.get(app.proxy_url + "/v/x", headers=auth(TEAM)) as r:
+                return r.status
+
+        t429, status = await asyncio.gather(throttled(), queued())
+    assert status == 200
+    (_, sent_at) = vendor.app[VENDOR].seen[-1]
+    assert sent_at - t429 >= 1.9, sent_at - t429  # not at its old slot: after the vendor's pause

@@ -162,6 +162,7 @@ def test_config_problems_are_all_reported() -> None:
     [
         ({"requests": 0, "per": 1}, "requests"),
         ({"requests": 1, "per": "fast"}, "per"),
+        ({"requests": 1, "per": "0s"}, "per"),
         ({"requests": 1, "per": 1, "burst": -1}, "burst"),
         ({"requests": 1, "per": 1, "max_wait": "-2s"}, "max_wait"),
         ({"requests": 1, "per": 1, "bursty": 1}, "bursty"),

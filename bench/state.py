@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         print("bench/state.py: nginx and wrk are required", file=sys.stderr)
         return 1
 
-    work = Path(tempfile.mkdtemp(prefix="signet-bench-state-"))
+    work = Path(tempfile.mkdtemp(prefix="signet-state-bench-"))
     procs = Procs(work)
     samples: dict[str, dict[int, list[dict[str, Any]]]] = {}
     trips: list[dict[str, Any]] = []

@@ -166,3 +166,37 @@ async def test_outage_deny_answers_503_and_resumes(
         p.wait_event("state_recovered", timeout=20)
         async with s.get(p.proxy_url + "/v/x", headers=headers) as r:
             assert r.status == 200
+
+
+async def test_workers_share_the_whole_budget_through_redis(
+    signet_process: Any, vendor: Any, redis_server: RedisServer
+) -> None:
+    # without Redis each of 2 workers would hold 1/2 of the limit; with it they share all of it
+    text = config(vendor, redis_server.url, route_limit={"requests": 10, "per": "1s", "burst": 3})
+    p = signet_process(text, env=ENV, args=["--workers", "2", "--log-level", "info"])
+    seen = vendor.app[VENDOR].seen
+    deadline = time.monotonic() + 2.0
+    last = 0.0
+    statuses: dict[int, int] = {}
+
+    async def worker() -> None:
+        nonlocal last
+        connector = aiohttp.TCPConnector(force_close=True)  # new connections: both workers get some
+        async with aiohttp.ClientSession(connector=connector) as s:
+            while (now := time.monotonic()) < deadline:
+                last = max(last, now)
+                async with s.get(p.proxy_url + "/v/x", headers={"Proxy-Authorization": f"Bearer {TEAM}"}) as r:
+                    await r.read()
+                    statuses[r.status] = statuses.get(r.status, 0) + 1
+                await asyncio.sleep(0.005)
+
+    await asyncio.gather(*(worker() for _ in range(4)))
+    want = expected(seen, last, 10.0, 3)
+    assert abs(len(seen) - want) <= 1, (len(seen), want, statuses)
+    await asyncio.sleep(0.3)  # request lines are written just after the responses
+    pids = {e["pid"] for e in p.events() if e.get("event") == "request" and e.get("status") == 200}
+    assert len(pids) == 2, pids  # both workers admitted some
+    # ... from the one budget in Redis (not two halves held by the workers)
+    with redis_server.client() as r:
+        assert r.exists("signet:rl:{route:v}:tat")
+    assert not [e for e in p.events() if e.get("event") == "state_unavailable"]

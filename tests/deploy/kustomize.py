@@ -201,11 +201,11 @@ def _generate(
     for spec in kust.get("configMapGenerator", []):
         data = _generator_data(directory, spec)
         if spec.get("behavior") == "replace":
-            old = _replaced(existing or [], "ConfigMap", spec["name"])
-            old["data"] = data
-            new = f"{spec['name']}-{name_hash(old)}"
-            renames[("ConfigMap", old["metadata"]["name"])] = new
-            old["metadata"]["name"] = new
+            target = _replaced(existing or [], "ConfigMap", spec["name"])
+            target["data"] = data
+            renamed = f"{spec['name']}-{name_hash(target)}"
+            renames[("ConfigMap", target["metadata"]["name"])] = renamed
+            target["metadata"]["name"] = renamed
             continue
         obj = {
             "apiVersion": "v1",

@@ -46,13 +46,16 @@ async def vendor(aiohttp_server: Any) -> Any:
     return await aiohttp_server(app, host="127.0.0.1")
 
 
-def config(vendor: Any, redis_url: str, on_error: str = "allow", **limits: Any) -> str:
+def config(
+    vendor: Any, redis_url: str, on_error: str = "allow", *,
+    route_limit: dict[str, Any] | None = None, client_limit: dict[str, Any] | None = None,
+) -> str:
     route: dict[str, Any] = {"name": "v", "prefix": "/v", "upstream": str(vendor.make_url("/api"))}
     team: dict[str, Any] = {"name": "team", "token": "${TEAM}"}
-    if "route_limit" in limits:
-        route["rate_limit"] = limits["route_limit"]
-    if "client_limit" in limits:
-        team["rate_limit"] = limits["client_limit"]
+    if route_limit:
+        route["rate_limit"] = route_limit
+    if client_limit:
+        team["rate_limit"] = client_limit
     return config_text(
         [route], clients=[team], state={"redis": redis_url, "on_error": on_error}
     )
@@ -98,7 +101,11 @@ async def test_two_processes_share_one_budget(
     kind: str, requests: int, per: float, burst: int,
 ) -> None:
     limit = {"requests": requests, "per": f"{per:g}s", "burst": burst}
-    text = config(vendor, redis_server.url, **{f"{kind}_limit": limit})
+    text = (
+        config(vendor, redis_server.url, route_limit=limit)
+        if kind == "route"
+        else config(vendor, redis_server.url, client_limit=limit)
+    )
     fleet = [signet_process(text, env=ENV) for _ in range(2)]
     admitted, statuses, seen, last_sent = await window(vendor, [p.proxy_url + "/v/x" for p in fleet], 2.5)
     want = expected(seen, last_sent, requests / per, burst)

@@ -16,7 +16,7 @@ CONFIGS = sorted((REPO / "deploy").rglob("signet.yaml"))
 
 TOP_KEYS = {
     "listen", "admin_listen", "shutdown_grace", "defaults", "clients", "routes",
-    "allow_unauthenticated",
+    "allow_unauthenticated", "state",
 }  # fmt: skip
 DEFAULTS_KEYS = {"timeout", "max_body_bytes", "tls"}
 CLIENT_KEYS = {"name", "token", "routes"}

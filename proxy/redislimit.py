@@ -148,10 +148,15 @@ class RedisLimitStore:
         self.workers = max(1, workers)
         self._take = ScriptBatcher(state.redis, state.redis.register_script(GCRA_TAKE))
         self._pause = state.redis.register_script(GCRA_PAUSE)
+        self._names: dict[str, list[str]] = {}
 
     def _keys(self, key: str) -> list[str]:
-        # {key} is a cluster hash tag: both keys of one limit live on one slot
-        return [self.state.key("rl", "{" + key + "}", "tat"), self.state.key("rl", "{" + key + "}", "pause")]
+        """[tat key, pause key]; ``{key}`` is a cluster hash tag (both on one slot)."""
+        keys = self._names.get(key)
+        if keys is None:  # one entry per configured route/client: bounded
+            tag = "{" + key + "}"
+            keys = self._names[key] = [self.state.key("rl", tag, "tat"), self.state.key("rl", tag, "pause")]
+        return keys
 
     async def take(self, key: str, interval: float, burst: int, max_wait: float) -> Decision:
         t = _us(interval)

@@ -5,14 +5,18 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
+import aiohttp
 import pytest
 
+from proxy.config import load_config_text
 from proxy.errors import StateUnavailable
 from proxy.metrics import Metrics
 from proxy.ratelimit import Decision
 from proxy.redislimit import RedisLimitStore
 from proxy.state import SharedState
+from tests.conftest import config_text
 from tests.redisserver import RedisServer
 
 
@@ -209,3 +213,22 @@ async def test_script_reloaded_inside_a_pipeline(store: RedisLimitStore, redis_s
         r.script_flush()
     got = await asyncio.gather(*(store.take(f"g{i}", 10, 0, 0.0) for i in range(5)))
     assert all(d.admitted for d in got)
+
+
+async def test_signet_reload_keeps_the_shared_budget(make_signet: Any, upstream: Any, redis_server: RedisServer) -> None:
+    """In-process Signet: the runtime wires Redis in, and a reload (new runtime, new client) keeps the budget."""
+    route = {"name": "r", "prefix": "/r", "upstream": str(upstream.make_url("/")),
+             "rate_limit": {"requests": 1, "per": "60s"}}
+    text = config_text([route], state={"redis": redis_server.url})
+    app = await make_signet(text)
+    async with aiohttp.ClientSession() as s:
+        async def status() -> int:
+            async with s.get(app.proxy_url + "/r/x") as r:
+                await r.read()
+                return r.status
+
+        assert [await status(), await status()] == [200, 429]
+        assert await app.reload(lambda: load_config_text(text, env={}))
+        assert await status() == 429  # the budget lives in Redis, not in the old runtime
+    with redis_server.client() as r:
+        assert r.exists("signet:rl:{route:r}:tat")

@@ -297,7 +297,7 @@ class ProxyHandler:
             upstream_ms = (time.perf_counter() - t0) * 1000
             info["upstream_ms"] = round(upstream_ms, 3)
             info["upstream_status"] = upstream.status
-            if upstream.status == 429:  # the vendor's quota: pause the route for its Retry-After
+            if upstream.status == 429:  # the vendor's quota: pause the route (in the current runtime)
                 await self.runtime.admission.vendor_429(route.name, upstream.headers.get("Retry-After"))
             self._latency(route).observe(upstream_ms / 1000)
             if (

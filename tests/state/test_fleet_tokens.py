@@ -8,7 +8,9 @@ Redis is stopped and restarted mid-run to show ``on_error`` both ways.
 from __future__ import annotations
 
 import asyncio
+import base64
 import time
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -75,9 +77,9 @@ async def metric(session: aiohttp.ClientSession, proc: Any, name: str) -> float:
     )
 
 
-async def wait_until(check: Any, what: str, timeout: float = 20.0) -> None:
+async def wait_until(check: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
-    while not await check():
+    while not check():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         await asyncio.sleep(0.05)
 
@@ -92,7 +94,7 @@ async def test_fleet_cold_burst_makes_one_token_request_and_redis_holds_no_token
         burst = asyncio.ensure_future(
             get_all(s, [p.proxy_url + f"/o/items/{i}" for p in fleet for i in range(100)])
         )
-        await wait_until(lambda: _true(state.token_requests >= 1), "the first token request")
+        await wait_until(lambda: state.token_requests >= 1, "the first token request")
         await asyncio.sleep(0.3)  # give the other process time to race for the lock (it must lose)
         state.gate.set()
         statuses = await asyncio.wait_for(burst, 60)
@@ -111,14 +113,8 @@ async def test_fleet_cold_burst_makes_one_token_request_and_redis_holds_no_token
         for clear in (token, CLIENT_SECRET):
             assert clear.encode() not in key and clear.encode() not in value
     # nor base64/hex forms of the token
-    import base64
-
     for form in (base64.b64encode(token.encode()), token.encode().hex().encode()):
         assert all(form not in v for _, v in dump)
-
-
-async def _true(value: bool) -> bool:
-    return value
 
 
 async def test_outage_allow_falls_back_per_process_then_fleet_resumes(

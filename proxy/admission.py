@@ -28,7 +28,7 @@ from proxy.log import get_logger
 from proxy.metrics import Metrics
 from proxy.policy import ClientPolicy, compile_policies
 from proxy.ratelimit import LimitStore, LocalLimitStore, parse_retry_after, retry_after_header
-from proxy.state import describe as describe_redis
+from proxy.redisurl import describe as describe_redis
 
 log = get_logger("signet.admission")
 

@@ -32,8 +32,8 @@ from yarl import URL
 from proxy.auth import SCHEMES, SchemeOptions
 from proxy.auth.base import AuthScheme
 from proxy.errors import ConfigError, ConfigProblem
+from proxy.redisurl import redis_url_problem
 from proxy.secret import Secret, reveal, secret_values_in
-from proxy.state import redis_url_problem
 
 Loc = tuple[str | int, ...]
 

@@ -33,6 +33,7 @@ from yarl import URL
 
 from proxy.clock import SYSTEM_CLOCK, Clock
 from proxy.errors import StateUnavailable
+from proxy.redisurl import describe
 from proxy.tokens import sanitize
 
 if TYPE_CHECKING:
@@ -53,47 +54,6 @@ OPERATION_TIMEOUT = 1.0
 PROBE_BASE = 0.1
 PROBE_CAP = 5.0
 KEY_PREFIX = "signet:"
-
-REDIS_SCHEMES = ("redis", "rediss", "unix")
-
-
-def redis_url_problem(url: str) -> str | None:
-    """Why ``url`` cannot be used as ``state.redis``, or None. Never quotes the URL."""
-    try:
-        u = URL(url)
-    except (ValueError, TypeError):
-        return "not a valid URL"
-    if u.scheme not in REDIS_SCHEMES:
-        return "must be a redis://, rediss:// or unix:// URL"
-    if u.scheme == "unix":
-        if not u.path or u.path == "/":
-            return "a unix:// URL needs the socket path (unix:///run/redis.sock)"
-        return None
-    if not u.host:
-        return "must name a host (redis://HOST:6379/0)"
-    try:
-        u.port  # noqa: B018 - raises on a bad port
-    except ValueError:
-        return "bad port"
-    db = u.path.strip("/")
-    if db and not db.isdigit():
-        return "the path must be a database number (redis://HOST:6379/0)"
-    if u.raw_query_string or u.raw_fragment:
-        return "must not have a query or fragment"
-    return None
-
-
-def describe(url: str) -> str:
-    """``scheme://host:port/db`` for logs: never the user name or password."""
-    try:
-        u = URL(url)
-    except (ValueError, TypeError):
-        return "?"
-    if u.scheme == "unix":
-        return f"unix://{u.path}"
-    port = f":{u.port}" if u.port else ""
-    return f"{u.scheme}://{u.host}{port}{u.path if u.path != '/' else ''}"
-
 
 class SharedState:
     """One redis-py asyncio client, whether Redis is up, and what to do when it is not."""

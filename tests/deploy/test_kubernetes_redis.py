@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from proxy.state import redis_url_problem
+from proxy.redisurl import redis_url_problem
 
 from . import kustomize
 from .test_kubernetes import K8S, embedded_config, objects, pod_spec, rendered, validate

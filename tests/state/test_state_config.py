@@ -10,7 +10,7 @@ import pytest
 
 from proxy.config import load_config_text
 from proxy.errors import ConfigError
-from proxy.state import describe, redis_url_problem
+from proxy.redisurl import describe, redis_url_problem
 from tests.conftest import ROOT, secret
 
 PASSWORD = secret("redis-pass-Qm27vXr9")

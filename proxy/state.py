@@ -1,11 +1,13 @@
 """Shared state in Redis (``state.redis``): one client per runtime, its health, ``on_error``.
 
 Rate limits (:mod:`proxy.redislimit`) and OAuth2 token caches
-(:mod:`proxy.sharedtokens`) reach Redis only through :meth:`SharedState.call`.
-While Redis answers, every Signet process shares one budget per limit and one
-token per route. When it does not, ``on_error`` decides: ``allow`` answers
-from per-process state (the caller's fallback), ``deny`` raises
-:class:`~proxy.errors.StateUnavailable` (503 ``state_unavailable``).
+(:mod:`proxy.sharedtokens`) use its client while :attr:`SharedState.up`, and
+report every operation that could not use Redis to
+:meth:`SharedState.unavailable`. While Redis answers, every Signet process
+shares one budget per limit and one token per route. When it does not,
+``on_error`` decides: ``allow`` lets the caller answer from per-process
+state, ``deny`` raises :class:`~proxy.errors.StateUnavailable` (503
+``state_unavailable``).
 
 A failure marks the state *down* at once, so later requests do not each pay a
 connect timeout; one background task then probes Redis with ``PING`` under
@@ -21,8 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal
 
 import redis.asyncio as aioredis
 import structlog
@@ -41,7 +42,6 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("signet.state")
 
-T = TypeVar("T")
 OnError = Literal["allow", "deny"]
 
 # What "Redis could not answer" looks like through redis-py (OSError/TimeoutError
@@ -124,22 +124,6 @@ class SharedState:
     def key(self, *parts: str) -> str:
         """A Redis key in Signet's namespace."""
         return KEY_PREFIX + ":".join(parts)
-
-    async def call(
-        self,
-        op: str,
-        remote: Callable[[aioredis.Redis], Awaitable[T]],
-        fallback: Callable[[], Awaitable[T]],
-    ) -> T:
-        """``remote(redis)`` while Redis is up; else ``fallback()`` (allow) or 503 (deny)."""
-        if self._up:
-            try:
-                return await remote(self.redis)
-            except REDIS_ERRORS as e:
-                self.unavailable(op, e)
-        else:
-            self.unavailable(op, None)
-        return await fallback()
 
     def unavailable(self, op: str, error: BaseException | None, *, deny: bool = True) -> None:
         """Record that ``op`` could not use Redis; raises StateUnavailable under ``deny``.

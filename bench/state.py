@@ -18,7 +18,9 @@ run: ``INFO commandstats`` (reset first) gives the commands clients sent
 separately by Redis and are not round trips), and ``INFO stats``
 ``total_reads_processed`` the read events on client sockets, i.e. round
 trips (concurrent decisions share one pipelined round trip). Both are
-divided by the requests wrk completed.
+divided by the requests wrk completed. So is the CPU time (user + system) each Signet
+process and redis-server used during the run: on a shared machine the
+throughput swings with other load, the CPU cost per request much less.
 """
 
 from __future__ import annotations
@@ -70,7 +72,13 @@ shutdown_grace: 2
 """
 
 
-def start_signet(procs: Procs, work: Path, name: str, upstream: int, redis_url: str | None) -> int:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of one process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def start_signet(procs: Procs, work: Path, name: str, upstream: int, redis_url: str | None) -> tuple[int, int]:
     port, admin = free_port(), free_port()
     cfg = work / f"{name}.yaml"
     cfg.write_text(signet_config(port, admin, upstream, redis_url))
@@ -78,10 +86,10 @@ def start_signet(procs: Procs, work: Path, name: str, upstream: int, redis_url: 
     proc = procs.start(name, args, dict(os.environ, PYTHONPATH=str(ROOT)))
     wait_port(port, proc)
     wait_port(admin, proc)
-    return port
+    return port, proc.pid
 
 
-def start_redis(procs: Procs, work: Path) -> tuple[str, redis.Redis]:
+def start_redis(procs: Procs, work: Path) -> tuple[str, redis.Redis, int]:
     server = shutil.which("redis-server") or "/usr/bin/redis-server"
     port = free_port()
     proc = procs.start(
@@ -90,7 +98,7 @@ def start_redis(procs: Procs, work: Path) -> tuple[str, redis.Redis]:
          "--dir", str(work)],
     )
     wait_port(port, proc)
-    return f"redis://127.0.0.1:{port}/0", redis.Redis(port=port)
+    return f"redis://127.0.0.1:{port}/0", redis.Redis(port=port), proc.pid
 
 
 def round_trips(client: redis.Redis) -> dict[str, int]:
@@ -119,9 +127,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         upstream = free_port()
         start_nginx(procs, nginx, work, "upstream", nginx_upstream_conf(work, upstream), upstream)
-        redis_url, client = start_redis(procs, work)
-        local = start_signet(procs, work, "signet-local", upstream, None)
-        shared = start_signet(procs, work, "signet-redis", upstream, redis_url)
+        redis_url, client, redis_pid = start_redis(procs, work)
+        local, local_pid = start_signet(procs, work, "signet-local", upstream, None)
+        shared, shared_pid = start_signet(procs, work, "signet-redis", upstream, redis_url)
+        pids = {"local": local_pid, "redis": shared_pid}
         targets = {
             "local-plain": f"http://127.0.0.1:{local}/plain/v1/items",
             "local-limited": f"http://127.0.0.1:{local}/limited/v1/items",
@@ -136,14 +145,20 @@ def main(argv: list[str] | None = None) -> int:
                     if name == "redis-limited":
                         client.config_resetstat()
                         reads0 = int(client.info("stats")["total_reads_processed"])
+                    pid = pids[name.split("-")[0]]
+                    cpu0, rcpu0 = cpu_seconds(pid), cpu_seconds(redis_pid)
                     res = run_wrk(wrk, url, conns, duration)
+                    # CPU per request: robust to the other load on a shared machine
+                    res["signet_cpu_us"] = (cpu_seconds(pid) - cpu0) / max(1, res["requests"]) * 1e6
+                    res["redis_cpu_us"] = (cpu_seconds(redis_pid) - rcpu0) / max(1, res["requests"]) * 1e6
                     samples.setdefault(name, {}).setdefault(conns, []).append(res)
                     if name == "redis-limited":
                         reads = int(client.info("stats")["total_reads_processed"]) - reads0 - 1
                         calls = round_trips(client)
                         trips.append({"conns": conns, "requests": res["requests"], "calls": calls, "reads": reads})
                     print(f"round {r + 1} c{conns} {name:<14} {res['rps']:8.0f} req/s "
-                          f"p50 {res['p50_ms']:.2f} ms p99 {res['p99_ms']:.2f} ms errors {res['errors']}",
+                          f"p50 {res['p50_ms']:.2f} ms p99 {res['p99_ms']:.2f} ms "
+                          f"cpu {res['signet_cpu_us']:.0f}+{res['redis_cpu_us']:.0f} us/req errors {res['errors']}",
                           file=sys.stderr)
     finally:
         procs.stop_all()
@@ -156,6 +171,8 @@ def main(argv: list[str] | None = None) -> int:
                 "rps": statistics.median(x["rps"] for x in runs),
                 "p50_ms": statistics.median(x["p50_ms"] for x in runs),
                 "p99_ms": statistics.median(x["p99_ms"] for x in runs),
+                "signet_cpu_us": statistics.median(x["signet_cpu_us"] for x in runs),
+                "redis_cpu_us": statistics.median(x["redis_cpu_us"] for x in runs),
                 "errors": sum(x["errors"] for x in runs),
             }
     evalsha = sum(t["calls"].get("cmdstat_evalsha", 0) for t in trips)
@@ -185,7 +202,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def render(results: dict[str, Any]) -> str:
     t = results["targets"]
-    lines = ["| target | c | req/s | p50 ms | p99 ms | vs plain (same process) |", "|---|---|---|---|---|---|"]
+    lines = [
+        "| target | c | req/s | p50 ms | p99 ms | req/s vs plain | Signet CPU µs/req | redis-server CPU µs/req |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for conns in (50, 10):
         for name in ("local-plain", "local-limited", "redis-plain", "redis-limited"):
             row = t.get(f"{name}@c{conns}")
@@ -194,7 +214,8 @@ def render(results: dict[str, Any]) -> str:
             plain = t[f"{name.split('-')[0]}-plain@c{conns}"]["rps"]
             ratio = f"{row['rps'] / plain - 1:+.1%}" if not name.endswith("plain") else ""
             lines.append(
-                f"| {name} | {conns} | {row['rps']:.0f} | {row['p50_ms']:.2f} | {row['p99_ms']:.2f} | {ratio} |"
+                f"| {name} | {conns} | {row['rps']:.0f} | {row['p50_ms']:.2f} | {row['p99_ms']:.2f} | {ratio} "
+                f"| {row['signet_cpu_us']:.0f} | {row['redis_cpu_us']:.1f} |"
             )
     r = results["redis"]
     lines.append(

@@ -26,8 +26,9 @@ def free_port() -> int:
 
 
 class RedisServer:
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, args: tuple[str, ...] = ()) -> None:
         self.port = port or free_port()
+        self.args = args  # extra redis-server options, e.g. ("--requirepass", "...")
         self.dir = Path(tempfile.mkdtemp(prefix="signet-redis-"))
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -39,7 +40,7 @@ class RedisServer:
         log = open(self.dir / "redis.log", "ab")  # noqa: SIM115 - owned by the child
         self.proc = subprocess.Popen(
             [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.dir)],
+             "--appendonly", "no", "--dir", str(self.dir), *self.args],
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -62,7 +63,8 @@ class RedisServer:
 
     def client(self) -> redis.Redis:
         """A synchronous redis-py client, for tests to look inside."""
-        return redis.Redis(port=self.port, socket_timeout=2, socket_connect_timeout=0.5)
+        password = self.args[self.args.index("--requirepass") + 1] if "--requirepass" in self.args else None
+        return redis.Redis(port=self.port, password=password, socket_timeout=2, socket_connect_timeout=0.5)
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -82,3 +82,33 @@ def test_check_says_limits_are_shared(tmp_path: Path) -> None:
         capture_output=True, text=True, cwd=ROOT, timeout=60,
     )
     assert "1/N" in out.stdout
+
+
+async def test_wrong_password_is_logged_without_it() -> None:
+    from structlog.testing import capture_logs
+
+    from proxy.metrics import Metrics
+    from proxy.state import SharedState
+    from tests.redisserver import RedisServer
+
+    right = secret("redis-right-pass-4Hq9c")
+    wrong = secret("redis-wrong-pass-8Zt1m")
+    server = RedisServer(args=("--requirepass", right)).start()
+    try:
+        metrics = Metrics()
+        good = SharedState(f"redis://:{right}@127.0.0.1:{server.port}/0", metrics=metrics)
+        await good.start()
+        assert good.up
+        await good.close()
+        bad = SharedState(f"redis://:{wrong}@127.0.0.1:{server.port}/0", metrics=metrics)
+        with capture_logs() as logs:
+            await bad.start()
+        await bad.close()
+    finally:
+        server.stop()
+    assert not bad.up
+    (line,) = [e for e in logs if e["event"] == "state_unavailable"]
+    assert line["op"] == "connect" and "Authentication" in line["reason"]
+    assert wrong not in repr(logs) and right not in repr(logs)
+    assert line["redis"] == f"redis://127.0.0.1:{server.port}/0"
+    assert metrics.state_errors.labels(op="connect")._value.get() == 1

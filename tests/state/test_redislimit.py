@@ -232,3 +232,18 @@ async def test_signet_reload_keeps_the_shared_budget(make_signet: Any, upstream:
         assert await status() == 429  # the budget lives in Redis, not in the old runtime
     with redis_server.client() as r:
         assert r.exists("signet:rl:{route:r}:tat")
+
+
+async def test_fallback_gives_each_worker_its_share(redis_server: RedisServer) -> None:
+    from proxy.ratelimit import LocalLimitStore
+
+    state = SharedState(redis_server.url, probe_base=0.05, probe_cap=0.2)
+    store = RedisLimitStore(state, LocalLimitStore(), workers=2)
+    try:
+        redis_server.stop()
+        # 1 per second, burst 3: the fleet may send 4 at once; each of 2 workers 2 (then 1 per 2 s)
+        got = [await store.take("w", 1.0, 3, 0.0) for _ in range(4)]
+        assert [d.admitted for d in got] == [True, True, False, False]
+        assert 1.0 < got[2].retry_after <= 2.0
+    finally:
+        await state.close()

@@ -28,6 +28,7 @@ from proxy.log import get_logger
 from proxy.metrics import Metrics
 from proxy.policy import ClientPolicy, compile_policies
 from proxy.ratelimit import LimitStore, LocalLimitStore, parse_retry_after, retry_after_header
+from proxy.redisurl import describe as describe_redis
 
 log = get_logger("signet.admission")
 
@@ -229,7 +230,13 @@ def check_lines(settings: Settings) -> list[str]:
             lines.append(f"client {c.name}: every route, any method, any path")
         if c.rate_limit is not None:
             lines.append(f"client {c.name}: rate_limit {c.rate_limit.describe()} (never queues)")
-    if any(r.rate_limit for r in settings.routes) or any(c.rate_limit for c in settings.clients or ()):
+    if settings.state.redis is not None:
+        lines.append(
+            f"shared state: {describe_redis(settings.state.redis.reveal())} "
+            f"(on_error: {settings.state.on_error}): every process and replica shares one "
+            "budget per limit and one OAuth2 token per route"
+        )
+    elif any(r.rate_limit for r in settings.routes) or any(c.rate_limit for c in settings.clients or ()):
         lines.append(
             "rate limits are per process: with 'signet serve --workers N' each worker "
             "admits 1/N of each limit (requests/N; burst split so the sum stays within it)"

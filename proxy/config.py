@@ -27,7 +27,7 @@ import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, ValidationError
@@ -36,6 +36,7 @@ from yarl import URL
 from proxy.auth import SCHEMES, SchemeOptions
 from proxy.auth.base import AuthScheme
 from proxy.errors import ConfigError, ConfigProblem
+from proxy.redisurl import redis_url_problem
 from proxy.secret import Secret, reveal, secret_values_in, value_problem
 from proxy.vault import (
     AppRoleAuth,
@@ -202,6 +203,11 @@ class VaultModel(_Model):
     namespace: Text | None = None
     ca_file: Text | None = None
     auth: VaultAuthModel | None = None
+class StateModel(_Model):
+    """``state``: where limits and OAuth2 tokens are shared across processes (optional)."""
+
+    redis: TextOrSecret | None = None  # redis[s]://[user:password@]host:port/db or unix:///path
+    on_error: Literal["allow", "deny"] = "allow"
 
 
 class SettingsModel(_Model):
@@ -215,6 +221,7 @@ class SettingsModel(_Model):
     vault: VaultModel | None = None
     secret_refresh: float = Field(300.0, gt=0)
     routes: list[RouteModel] = Field(min_length=1)
+    state: StateModel = StateModel()
 
 
 # ---------------------------------------------------------------- resolved settings
@@ -293,6 +300,12 @@ class Client:
 
 
 @dataclass(frozen=True)
+class StateSettings:
+    redis: Secret | None = None  # the URL may carry a password: kept as a Secret
+    on_error: Literal["allow", "deny"] = "allow"
+
+
+@dataclass(frozen=True)
 class Settings:
     listen: tuple[str, int]
     admin_listen: tuple[str, int]
@@ -317,6 +330,7 @@ class Settings:
         """The references re-read by a secret refresh (files and vault; env is read once)."""
         return [k for k in self.references if ref_kind(k) in ("file", "vault")]
     workers: int = 1  # processes serving this config (--workers); local limits are split N ways
+    state: StateSettings = StateSettings()
 
     def __repr__(self) -> str:
         names = ", ".join(r.name for r in self.routes)
@@ -834,6 +848,24 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def _build_state(model: StateModel, problems: _Problems, secrets: set[str]) -> StateSettings:
+    if model.redis is None:
+        return StateSettings(on_error=model.on_error)
+    url = reveal(model.redis)
+    if why := redis_url_problem(url):
+        problems.add(("state", "redis"), why)
+    elif URL(url).password and not isinstance(model.redis, Secret):
+        problems.add(
+            ("state", "redis"),
+            "the URL holds a password: put it in the environment or a file and "
+            "write redis: ${REDIS_URL} (or ${file:/path})",
+        )
+    password = URL(url).password if not redis_url_problem(url) else None
+    if password:
+        secrets.add(password)
+    return StateSettings(redis=Secret(url), on_error=model.on_error)
+
+
 # --------------------------------------------------------------------------- entry
 
 
@@ -1274,6 +1306,7 @@ def _build_settings(
         secrets.update(secret_values_in(built_route.auth))
         for _, options in built_route.auth_by_client.values():
             secrets.update(secret_values_in(options))
+    state = _build_state(model.state, problems, secrets)
 
     if problems.items:
         return None
@@ -1287,4 +1320,5 @@ def _build_settings(
         routes=tuple(routes),
         source=source,
         secret_values=frozenset(s for s in secrets if s),
+        state=state,
     )

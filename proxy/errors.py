@@ -15,6 +15,7 @@ request pipeline turns any of them into the contract's JSON body and
         ├── BodyTooLarge             413 body_too_large
         ├── RateLimited              429 rate_limited (with Retry-After)
         ├── Overloaded               503 overloaded
+        ├── StateUnavailable         503 state_unavailable
         ├── UpstreamUnreachable      502 upstream_unreachable
         ├── TokenError               502 token_error
         └── UpstreamTimeout          504 upstream_timeout
@@ -135,6 +136,12 @@ class TokenError(RequestError):
 
 class Overloaded(RequestError):
     status, code = 503, "overloaded"
+
+
+class StateUnavailable(RequestError):
+    """Redis (``state.redis``) cannot be reached and ``state.on_error`` is ``deny``."""
+
+    status, code = 503, "state_unavailable"
 
 
 class UpstreamTimeout(RequestError):

@@ -71,6 +71,15 @@ class Metrics:
         self.token_cache_hits = Counter(
             "signet_token_cache_hits", "Requests served from a cached token.", ["route"], registry=r
         )
+        self.state_errors = Counter(
+            "signet_state_errors",
+            "Operations that could not use the shared state (Redis), by op.",
+            ["op"],
+            registry=r,
+        )
+        self.state_up = Gauge(
+            "signet_state_up", "1 while the shared state (Redis) answers, else 0.", registry=r
+        )
         self.config_reloads = Counter(
             "signet_config_reloads",
             "Config reloads by outcome (ok, error).",

@@ -23,8 +23,10 @@ from proxy.clock import SYSTEM_CLOCK, Clock
 from proxy.config import Client, Route, Settings
 from proxy.headers import stripped_names
 from proxy.metrics import Metrics
+from proxy.redislimit import shared_limit_store
 from proxy.routes import PrefixTable
 from proxy.secret import reveal
+from proxy.state import SharedState, shared_state
 
 STREAM_BUFSIZE = 256 * 1024
 
@@ -105,7 +107,11 @@ class Runtime:
         self.routes: list[RouteRuntime] = []
         self.table: PrefixTable[RouteRuntime] = PrefixTable([])
         self.clients: tuple[Client, ...] | None = settings.clients
-        self.admission = build_admission(settings, metrics)  # allow rules, rate limits
+        # state.redis: limits and OAuth2 tokens shared by the fleet (connected in start)
+        self.state: SharedState | None = shared_state(settings, metrics, clock)
+        self.admission = build_admission(  # allow rules, rate limits
+            settings, metrics, shared_limit_store(self.state, settings)
+        )
 
     def _session_for(self, route: Route) -> aiohttp.ClientSession:
         key = (route.origin, route.tls.verify, route.tls.ca_file)
@@ -132,6 +138,8 @@ class Runtime:
     async def start(self) -> None:
         built: list[RouteRuntime] = []
         try:
+            if self.state is not None:
+                await self.state.start()
             await self.admission.start()
             for route in self.settings.routes:
                 context = SchemeContext(
@@ -141,6 +149,7 @@ class Runtime:
                     read_timeout=route.timeout.read,
                     ssl=ssl_context_for(route),
                     metrics=self.metrics,
+                    state=self.state,
                 )
                 scheme = route.scheme_cls(route.auth, context)
                 await scheme.start()
@@ -218,6 +227,8 @@ class Runtime:
         self._sessions.clear()
         with contextlib.suppress(Exception):
             await self.admission.close()
+        if self.state is not None:
+            await self.state.close()
 
 
 async def _client_schemes(route: Route, context: SchemeContext) -> dict[str, AuthScheme]:

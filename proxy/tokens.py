@@ -37,7 +37,7 @@ from cachetools import TLRUCache
 from yarl import URL
 
 from proxy.clock import SYSTEM_CLOCK, Clock
-from proxy.errors import TokenError
+from proxy.errors import StateUnavailable, TokenError
 from proxy.log import REDACTOR
 from proxy.neterrors import client_error_reason
 
@@ -63,6 +63,7 @@ class Token:
     token_type: str = "Bearer"
     status: int = 200
     payload: Any = field(default=None, repr=False)  # what another fetcher issues with it (AWS keys)
+    shared: bool = False  # read from the fleet-wide cache (proxy.sharedtokens), not fetched here
 
     @property
     def authorization(self) -> str:
@@ -439,7 +440,10 @@ class TokenManager:
         rng: random.Random | None = None,
         maxsize: int = 16,
         remember: int = 4,
+        shared: Any = None,
     ) -> None:
+        # shared: a fleet-wide cache (proxy.sharedtokens.SharedTokenCache) asked
+        # instead of fetching directly; it fetches with `fetch` when it must
         self.route = route
         self.key = key
         self._fetch = fetch
@@ -458,6 +462,7 @@ class TokenManager:
         self._last_reason = ""
         self._recent: deque[str] = deque(maxlen=remember)
         self._closed = False
+        self.shared = shared
         self._take_over_token()
 
     def _take_over_token(self) -> None:
@@ -525,6 +530,8 @@ class TokenManager:
         """Drop ``token`` if it is still the cached one; True when it was dropped."""
         if token is None:
             return False
+        if self.shared is not None:
+            self.shared.forget(token)
         current = self.cache.get(self.key)
         if current is token:
             self.cache.pop(self.key, None)
@@ -584,8 +591,8 @@ class TokenManager:
     async def _run(self, background: bool) -> Token:
         started = time.perf_counter()
         try:
-            token = await self._fetch()
-        except asyncio.CancelledError:
+            token = await (self._fetch() if self.shared is None else self.shared.obtain(self._fetch))
+        except (asyncio.CancelledError, StateUnavailable):
             raise
         except TokenError as e:
             self._fail(e, started, background)
@@ -605,6 +612,9 @@ class TokenManager:
         if token.access_token not in self._recent:
             self._recent.append(token.access_token)
             REDACTOR.set_dynamic(self, self._recent)  # a token is a secret in every log line
+        if token.shared:
+            log.debug("token_shared", route=self.route, expires_in=round(token.expires_in, 1))
+            return token
         self._count("token_fetches", outcome="ok")
         log.info(
             "token_fetch",

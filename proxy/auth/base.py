@@ -89,6 +89,7 @@ class SchemeContext:
     read_timeout: float = 60.0
     ssl: Any = None  # ssl.SSLContext | bool | None, for schemes that make their own calls
     metrics: Any = None  # proxy.metrics.Metrics | None
+    state: Any = None  # proxy.state.SharedState | None: Redis shared across processes
 
 
 class AuthScheme:

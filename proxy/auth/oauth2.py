@@ -19,6 +19,7 @@ from yarl import URL
 from proxy.auth.base import AuthResult, AuthScheme, SchemeContext, SchemeOptions, UpstreamRequest
 from proxy.auth.registry import register
 from proxy.secret import Secret, reveal
+from proxy.sharedtokens import SharedTokenCache
 from proxy.tokens import ClientCredentialsFetcher, TokenManager, TokenRequestSpec
 
 THREEPL_TOKEN_URL = "https://secure-wms.com/AuthServer/api/Token"
@@ -119,6 +120,16 @@ class _BearerTokenScheme(AuthScheme):
             fetch=self.fetcher.fetch,
             clock=context.clock,
             metrics=context.metrics,
+            shared=(
+                SharedTokenCache(
+                    context.state,
+                    route=context.route,
+                    spec=self.spec,
+                    fetch_timeout=context.connect_timeout + context.read_timeout,
+                )
+                if context.state is not None
+                else None
+            ),
         )
 
     def _spec(self, options: Any) -> TokenRequestSpec:

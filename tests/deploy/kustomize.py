@@ -7,11 +7,15 @@ deploy/ tree uses, and refuses anything else (so a new feature in a
 kustomization.yaml fails loudly instead of being silently ignored):
 
 * ``resources`` (files, and directories holding a kustomization.yaml);
+* ``components`` (directories holding a ``kind: Component`` kustomization
+  with ``resources`` only);
 * ``namespace`` (set on every namespaced object, cluster-scoped kinds untouched);
 * ``labels`` (``pairs``, ``includeSelectors``, ``includeTemplates``) and
   ``commonLabels`` (= labels with selectors and templates);
 * ``configMapGenerator`` / ``secretGenerator`` with ``files`` (``key=path`` or
-  ``path``) and ``literals``, plus the content-hash name suffix;
+  ``path``) and ``literals``, plus the content-hash name suffix; ``behavior:
+  replace`` swaps the data of the object a resource generated (its metadata
+  kept), with a new hash and every reference renamed;
 * ``images`` (``newName``, ``newTag``, ``digest``) on containers and
   initContainers of workload pod templates;
 * name references to generated ConfigMaps/Secrets from pod templates
@@ -51,6 +55,7 @@ SUPPORTED_KEYS = {
     "labels",
     "commonLabels",
     "resources",
+    "components",
     "configMapGenerator",
     "secretGenerator",
     "images",
@@ -163,7 +168,9 @@ def name_hash(obj: dict[str, Any]) -> str:
 
 
 def _generator_data(directory: Path, spec: dict[str, Any]) -> dict[str, str]:
-    unknown = set(spec) - {"name", "files", "literals", "type"}
+    unknown = set(spec) - {"name", "files", "literals", "type", "behavior"}
+    if spec.get("behavior", "create") not in ("create", "replace"):
+        raise UnsupportedFeature(f"generator behavior {spec['behavior']!r}")
     if unknown:
         raise UnsupportedFeature(f"generator keys {sorted(unknown)}")
     data: dict[str, str] = {}
@@ -177,18 +184,39 @@ def _generator_data(directory: Path, spec: dict[str, Any]) -> dict[str, str]:
     return data
 
 
-def _generate(directory: Path, kust: dict[str, Any]) -> tuple[list[dict[str, Any]], dict]:
+def _replaced(existing: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    """The object a resource generated as ``name`` (now ``name-<hash>``), for ``behavior: replace``."""
+    for obj in existing:
+        got = obj.get("metadata", {}).get("name", "")
+        if obj.get("kind") == kind and got.startswith(name + "-") and len(got) == len(name) + 11:
+            return obj
+    raise UnsupportedFeature(f"behavior: replace of {kind} {name!r}, which no resource generated")
+
+
+def _generate(
+    directory: Path, kust: dict[str, Any], existing: list[dict[str, Any]] | None = None
+) -> tuple[list[dict[str, Any]], dict]:
     objects: list[dict[str, Any]] = []
     renames: dict[tuple[str, str], str] = {}
     for spec in kust.get("configMapGenerator", []):
+        data = _generator_data(directory, spec)
+        if spec.get("behavior") == "replace":
+            target = _replaced(existing or [], "ConfigMap", spec["name"])
+            target["data"] = data
+            renamed = f"{spec['name']}-{name_hash(target)}"
+            renames[("ConfigMap", target["metadata"]["name"])] = renamed
+            target["metadata"]["name"] = renamed
+            continue
         obj = {
             "apiVersion": "v1",
             "kind": "ConfigMap",
             "metadata": {"name": spec["name"]},
-            "data": _generator_data(directory, spec),
+            "data": data,
         }
         objects.append(obj)
     for spec in kust.get("secretGenerator", []):
+        if spec.get("behavior", "create") != "create":
+            raise UnsupportedFeature("secretGenerator behavior")
         raw = _generator_data(directory, spec)
         obj = {
             "apiVersion": "v1",
@@ -198,7 +226,7 @@ def _generate(directory: Path, kust: dict[str, Any]) -> tuple[list[dict[str, Any
             "data": {k: base64.b64encode(v.encode()).decode() for k, v in raw.items()},
         }
         objects.append(obj)
-    for obj in objects:
+    for obj in objects:  # replaced objects were renamed above
         old = obj["metadata"]["name"]
         new = f"{old}-{name_hash(obj)}"
         obj["metadata"]["name"] = new
@@ -319,9 +347,14 @@ def render_python(directory: Path) -> list[dict[str, Any]]:
             objects.extend(render_python(path))
         else:
             objects.extend(d for d in yaml.safe_load_all(path.read_text(encoding="utf-8")) if d)
-    generated, renames = _generate(directory, kust)
-    objects.extend(generated)
+    for entry in kust.get("components", []):
+        component = yaml.safe_load((directory / entry / "kustomization.yaml").read_text(encoding="utf-8"))
+        if component.get("kind") != "Component" or set(component) - {"apiVersion", "kind", "resources"}:
+            raise UnsupportedFeature(f"{directory / entry}: only a Component with resources")
+        objects.extend(render_python(directory / entry))
     objects = [copy.deepcopy(o) for o in objects]
+    generated, renames = _generate(directory, kust, objects)
+    objects.extend(generated)
 
     label_rules: list[tuple[dict[str, str], bool, bool]] = []
     if kust.get("commonLabels"):

@@ -25,6 +25,7 @@ from multidict import CIMultiDict, istr
 from yarl import URL
 
 from proxy.auth import UpstreamRequest
+from proxy.body import BodySpooler, SignedBody
 from proxy.errors import (
     BadRequest,
     BodyTooLarge,
@@ -33,6 +34,7 @@ from proxy.errors import (
     Overloaded,
     ProxyAuthRequired,
     RequestError,
+    SpoolFailed,
     UpstreamTimeout,
     UpstreamUnreachable,
 )
@@ -141,7 +143,9 @@ class ProxyHandler:
                 status = exc.status
                 info["error"] = exc.code
                 info["message"] = exc.message
-                return error_response(exc, rid, close=isinstance(exc, BodyTooLarge | _BodyStalled))
+                # the client's body was left half-read: close rather than read it on
+                close = isinstance(exc, BodyTooLarge | _BodyStalled | SpoolFailed)
+                return error_response(exc, rid, close=close)
             except _Aborted as exc:
                 status = info.get("status_sent", 502)
                 info["error"] = exc.code
@@ -153,6 +157,8 @@ class ProxyHandler:
             status = info.get("status_sent", 499)
             raise
         finally:
+            if (signed := info.get("body")) is not None:
+                signed.close()  # a spooled body's file goes, however the request ended
             runtime.release()
             self._count(info["route"] or "-", status, info["client"] or "-")
             if log_enabled(logging.INFO):
@@ -238,12 +244,13 @@ class ProxyHandler:
         if request.headers.get("Expect", "").lower() == "100-continue":
             await _send_continue(request)
 
-        body: bytes | None = None
+        body: SignedBody | None = None
         stream = None
         has_body = request.body_exists
         if buffered:
-            body = await self._read_body(request, route) if has_body else b""
-            info["bytes_in"] = len(body)
+            body = await self._read_body(request, route) if has_body else SignedBody.from_bytes(b"")
+            info["bytes_in"] = body.size
+            info["body"] = body  # closed by __call__
         elif has_body:
             stream = _count_body(request, self.body_read_timeout, info)
 
@@ -265,7 +272,9 @@ class ProxyHandler:
                 headers[k] = v
             final_query = query if result.query is None else result.query
             url = URL(route.upstream_url(upstream_path, final_query), encoded=True)
-            data: Any = body if body is not None else stream
+            data: Any = body.payload() if body is not None else stream
+            if body is not None and body.spooled:
+                headers[CONTENT_LENGTH] = str(body.size)  # streamed from the file, length known
             t0 = time.perf_counter()
             try:
                 upstream = await route.session.request(
@@ -308,24 +317,37 @@ class ProxyHandler:
                 continue
             return await self._stream_back(request, upstream, route, rid, info)
 
-    async def _read_body(self, request: web.BaseRequest, route: RouteRuntime) -> bytes:
-        """Buffer a body that must be signed, refusing at the limit without reading on."""
+    async def _read_body(self, request: web.BaseRequest, route: RouteRuntime) -> SignedBody:
+        """Read a body that must be signed whole: memory up to spool_bytes, a private file beyond.
+
+        Refuses at ``max_body_bytes`` without reading on; the spool is discarded on every
+        way out but success (then ``__call__`` closes the body).
+        """
         limit = route.route.max_body_bytes
-        chunks = bytearray()
+        spooler = BodySpooler(
+            route.route.spool_bytes,
+            route.route.spool_dir,
+            getattr(route.scheme, "body_digests", ()),
+        )
         content = request.content
-        while True:
-            try:
-                chunk = await asyncio.wait_for(content.readany(), self.body_read_timeout)
-            except TimeoutError:
-                raise _client_timeout(route) from None
-            if not chunk:
-                break
-            chunks += chunk
-            if len(chunks) > limit:
-                raise BodyTooLarge(
-                    f"request body exceeds max_body_bytes={limit} for this route", route=route.name
-                )
-        return bytes(chunks)
+        try:
+            while True:
+                try:
+                    chunk = await asyncio.wait_for(content.readany(), self.body_read_timeout)
+                except TimeoutError:
+                    raise _client_timeout(route) from None
+                if not chunk:
+                    break
+                if spooler.size + len(chunk) > limit:
+                    raise BodyTooLarge(
+                        f"request body exceeds max_body_bytes={limit} for this route",
+                        route=route.name,
+                    )
+                await spooler.feed(chunk)
+            return await spooler.finish()
+        except BaseException:
+            spooler.discard()
+            raise
 
     async def _stream_back(
         self,

@@ -11,8 +11,10 @@ A scheme declares, as class attributes:
 - ``name``: the ``auth.scheme`` value that selects it;
 - ``Options``: a pydantic model of its config fields (``extra="forbid"``), so
   config validation, locations and did-you-mean come for free;
-- ``needs_body``: whether the pipeline must buffer the body (up to
+- ``needs_body``: whether the pipeline must read the body whole (up to
   ``max_body_bytes``) and pass it in ``UpstreamRequest.body``;
+- ``body_digests``: digests of the body the scheme uses (``sha256``,
+  ``md5``...), computed as the bytes arrive when the body is spooled to disk;
 - ``injected_headers``: header names it sets, always stripped from clients.
 """
 
@@ -25,6 +27,7 @@ from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict
 
+from proxy.body import SignedBody
 from proxy.clock import SYSTEM_CLOCK, Clock
 from proxy.secret import secret_values_in
 
@@ -43,14 +46,18 @@ class UpstreamRequest:
     ``path`` and ``query`` are raw (percent-encoded exactly as the client sent
     them, after the route prefix was replaced by the upstream base path);
     ``query`` has no leading ``?`` and is ``""`` when there is none. ``body``
-    is the exact bytes to be sent when the scheme asked for it, else None.
+    is the exact body to be sent when the scheme asked for it, else None:
+    ``bytes``, or from the pipeline a :class:`~proxy.body.SignedBody`, which
+    may be spooled to disk; schemes read it through the helpers of
+    :mod:`proxy.body` (``feed_message``, ``body_digest``, ``off_loop``) so both
+    work without loading a large body into memory.
     """
 
     method: str
     path: str
     query: str
     headers: Mapping[str, str]
-    body: bytes | None = None
+    body: bytes | SignedBody | None = None
     scheme_host: str = ""  # e.g. "https://api.example.com", for display only
 
     @property
@@ -94,6 +101,7 @@ class AuthScheme:
     name: ClassVar[str]
     Options: ClassVar[type[SchemeOptions]] = SchemeOptions
     needs_body: ClassVar[bool] = False
+    body_digests: ClassVar[frozenset[str]] = frozenset()
     injected_headers: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, options: SchemeOptions, context: SchemeContext) -> None:

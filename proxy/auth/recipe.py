@@ -32,6 +32,16 @@ Bytes
     ``{body_or_empty_json}`` are refused there (a body could carry line breaks
     into a header; use ``{body_sha256}``, ``{body_md5}`` or ``{body_base64}``).
 
+Bodies spooled to disk
+    A body larger than ``spool_bytes`` is never loaded whole: ``{body_sha256}``
+    and ``{body_md5}`` were computed as it arrived (the scheme declares them in
+    ``body_digests``), and a message holding ``{body}``,
+    ``{body_or_empty_json}`` or ``{body_base64}`` is streamed through the
+    HMAC/digest in a worker thread (``RecipeSigning.message`` is then None).
+    Only a ``key``, header or query parameter that holds the body itself or
+    its base64 cannot work that way; such a request is answered
+    ``413 body_too_large``.
+
 One time, one nonce
     A request reads the clock once and asks for one nonce, and only when a
     template uses them; ``{timestamp}``, ``{timestamp_ms}`` and ``{nonce}``
@@ -69,6 +79,7 @@ from __future__ import annotations
 import base64
 import difflib
 import hashlib
+import hmac
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -90,8 +101,17 @@ from proxy.auth.base import (
     UpstreamRequest,
     set_query_params,
 )
-from proxy.auth.digest import drop_query_params, keyed_signer, make_signer, unix_times
+from proxy.auth.digest import (
+    ALGORITHMS,
+    drop_query_params,
+    encode_digest,
+    keyed_signer,
+    make_signer,
+    unix_times,
+)
 from proxy.auth.registry import register
+from proxy.body import BODY, BODY_BASE64, MessagePart, body_digest, feed_message, is_spooled, off_loop
+from proxy.errors import BodyTooLarge
 from proxy.secret import MASK, Secret, reveal
 
 BUILTIN_PLACEHOLDERS: tuple[str, ...] = (
@@ -115,6 +135,7 @@ BODY_PLACEHOLDERS = frozenset(
     {"body", "body_or_empty_json", "body_base64", "body_sha256", "body_md5"}
 )
 RAW_BODY_PLACEHOLDERS = frozenset({"body", "body_or_empty_json"})
+INLINE_BODY_PLACEHOLDERS = RAW_BODY_PLACEHOLDERS | {"body_base64"}  # the body itself, not a digest
 _TIME = frozenset({"timestamp", "timestamp_ms"})
 _NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _TOKEN_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")  # RFC 9110 field-name
@@ -360,7 +381,7 @@ class RecipeOptions(SchemeOptions):
 class RecipeSigning:
     """Every step of one signature: for tests, ``signet sign`` and debugging."""
 
-    message: bytes | None
+    message: bytes | None  # None too when the body was spooled (the message was streamed)
     signature: str | None
     headers: dict[str, str]
     query: str | None
@@ -388,26 +409,38 @@ class HmacRecipe(AuthScheme):
 
         # message and key
         self._message: _Compiled | None = None
+        self._message_t: Template | None = None
         self._signer = None
         self._keyed = None
         self._key: _Compiled | None = None
+        self._key_t: Template | None = None
+        self._stream_base: Any = None  # hash/HMAC state to copy for a streamed (spooled) message
+        inline: set[str] = set()  # placeholders that put the body itself outside the message
+        ctor = self._ctor = ALGORITHMS[options.algorithm]
+        self._encoding = options.encoding
         if options.message is not None:
-            self._message = bound(options.message).compile()
+            self._message_t = bound(options.message)
+            self._message = self._message_t.compile()
             if options.key is None:
                 self._signer = make_signer(options.algorithm, options.encoding, None)
+                self._stream_base = ctor()
             else:
                 key = bound(options.key)
+                inline |= key.names & INLINE_BODY_PLACEHOLDERS
                 if key.names:
+                    self._key_t = key
                     self._key = key.compile()
                     self._keyed = keyed_signer(options.algorithm, options.encoding)
                 else:
                     self._signer = make_signer(options.algorithm, options.encoding, key.render({}))
+                    self._stream_base = hmac.new(key.render({}), digestmod=ctor)
 
         # headers: constant ones rendered now
         self._const_headers: dict[str, str] = {}
         self._dyn_headers: list[tuple[str, bytes, tuple[str, ...]]] = []
         for name, template in options.headers.items():
             t = bound(template)
+            inline |= t.names & INLINE_BODY_PLACEHOLDERS
             if t.names:
                 self._dyn_headers.append((name, *t.compile()))
             else:
@@ -421,12 +454,17 @@ class HmacRecipe(AuthScheme):
         self._post_query: list[tuple[str, bytes, tuple[str, ...]]] = []
         for name, template in options.query.items():
             t = bound(template)
+            inline |= t.names & INLINE_BODY_PLACEHOLDERS
             late = "signature" in t.names
             (self._post_query if late else self._pre_query).append((name, *t.compile()))
         self._post_names = frozenset(name for name, _, _ in self._post_query)
         self._sets_query = bool(options.query)
 
         self.needs_body = bool(used & BODY_PLACEHOLDERS)  # type: ignore[misc]
+        self.body_digests = frozenset(  # type: ignore[misc]
+            name for name in ("sha256", "md5") if f"body_{name}" in used
+        )
+        self._inline = frozenset(inline)
         self.injected_headers = frozenset(options.headers)  # type: ignore[misc]
         self._used = frozenset(used)
         self._need_method = bool(used & {"method", "method_lower"})
@@ -446,8 +484,15 @@ class HmacRecipe(AuthScheme):
             v["method_lower"] = method.lower().encode()
         if self._need_path:
             v["path"] = request.path.encode()
-        if self.needs_body:
+        spooled = is_spooled(request.body)
+        if spooled:
+            self._check_spoolable()
+            for name in self.body_digests:
+                v[f"body_{name}"] = body_digest(request.body, name).encode()
+        elif self.needs_body:
             body = request.body or b""
+            if not isinstance(body, bytes):
+                body = body.data
             v["body"] = body
             if "body_or_empty_json" in used:
                 v["body_or_empty_json"] = body or b"{}"
@@ -479,7 +524,10 @@ class HmacRecipe(AuthScheme):
             v["path_query"] = (f"{request.path}?{query}" if query else request.path).encode()
 
         message = signature = None
-        if self._message is not None:
+        if spooled and self._message_t is not None:
+            signature = self._streamed_signature(request, v)
+            v["signature"] = signature.encode()
+        elif self._message is not None:
             fmt, names = self._message
             message = fmt % tuple([v[n] for n in names])
             if self._signer is not None:
@@ -499,6 +547,37 @@ class HmacRecipe(AuthScheme):
             )
         return RecipeSigning(message, signature, headers, query if self._sets_query else None)
 
+    def _check_spoolable(self) -> None:
+        if self._inline:
+            raise BodyTooLarge(
+                f"this recipe puts {_braced(sorted(self._inline))} in its key, a header or "
+                "a query parameter, which works only for bodies up to spool_bytes",
+                route=self.context.route,
+            )
+
+    def _streamed_signature(self, request: UpstreamRequest, v: dict[str, bytes]) -> str:
+        """The signature of a message holding a spooled body, streamed from its file."""
+        assert self._message_t is not None and request.body is not None
+        empty = len(request.body) == 0
+        parts: list[MessagePart] = []
+        for part in self._message_t.parts:
+            if isinstance(part, bytes):
+                parts.append(part)
+            elif part == "body" or (part == "body_or_empty_json" and not empty):
+                parts.append(BODY)
+            elif part == "body_or_empty_json":
+                parts.append(b"{}")
+            elif part == "body_base64":
+                parts.append(BODY_BASE64)
+            else:
+                parts.append(v[part])
+        if self._key_t is not None:
+            h = hmac.new(self._key_t.render(v), digestmod=self._ctor)
+        else:
+            h = self._stream_base.copy()
+        feed_message(h, parts, request.body)
+        return encode_digest(h.digest(), self._encoding)
+
     def secret_values(self) -> Iterable[str]:
         """The secret ``vars`` and every template given directly as a secret reference."""
         yield from super().secret_values()
@@ -508,8 +587,11 @@ class HmacRecipe(AuthScheme):
                 yield t.render({}).decode()
 
     def sign(self, request: UpstreamRequest) -> AuthResult:
+        """Blocking for a spooled body (it is read and hashed): :meth:`apply` runs it off the loop."""
         r = self.render(request)
         return AuthResult(headers=r.headers, query=r.query, secret_headers=self._secret_headers)
 
     async def apply(self, request: UpstreamRequest) -> AuthResult:
-        return self.sign(request)
+        if is_spooled(request.body):
+            self._check_spoolable()  # refuse before the clock is read or a thread taken
+        return await off_loop(self.sign, request, request.body)

@@ -93,6 +93,7 @@ class SignedBody:
         self._data = data
         self._fd = fd
         self._digests = dict(digests or {})
+        self._readers: weakref.WeakSet[_FileReader] = weakref.WeakSet()
         # a forgotten body still closes its descriptor when collected
         self._closer = weakref.finalize(self, os.close, fd) if fd is not None else None
 
@@ -157,31 +158,92 @@ class SignedBody:
         finally:
             os.close(fd)
 
-    async def aiter_chunks(self, size: int = CHUNK) -> AsyncIterator[bytes]:
-        """The body from the start, each file read in a worker thread."""
+    def aiter_chunks(self, size: int = CHUNK) -> AsyncIterator[bytes]:
+        """The body from the start, each file read in a worker thread.
+
+        The reading ends when the body is closed, even if its consumer (an
+        HTTP client whose upstream went away) never finishes or closes it.
+        """
         if self._data is not None:
-            if self._data:
-                yield self._data
-            return
-        fd = self._reader_fd()
-        try:
-            offset = 0
-            while offset < self.size:
-                n = min(size, self.size - offset)
-                chunk = await asyncio.to_thread(_pread_exact, fd, n, offset)
-                offset += n
-                yield chunk
-        finally:
-            os.close(fd)
+            return _memory_chunks(self._data)
+        reader = _FileReader(self._reader_fd(), self.size, size)
+        self._readers.add(reader)
+        return reader
 
     def payload(self) -> bytes | AsyncIterator[bytes]:
         """What to send upstream: a fresh reading each call, ``size`` bytes in total."""
         return self._data if self._data is not None else self.aiter_chunks()
 
     def close(self) -> None:
-        """Free the file (its space returns once no reader holds a duplicate). Idempotent."""
+        """Free the file and end every reading of it. Idempotent."""
+        for reader in list(self._readers):
+            reader.close()
         if self._closer is not None:
             self._closer()
+
+
+async def _memory_chunks(data: bytes) -> AsyncIterator[bytes]:
+    if data:
+        yield data
+
+
+class _FileReader:
+    """One sequential reading of a spooled body, on its own descriptor.
+
+    The descriptor is closed when the reading ends, is closed, or (if a read
+    is still running in its thread) as soon as that read returns, never while
+    a thread may still use its number.
+    """
+
+    def __init__(self, fd: int, size: int, chunk: int) -> None:
+        self._fd: int | None = fd
+        self._size = size
+        self._chunk = chunk
+        self._offset = 0
+        self._closed = False
+        self._read: asyncio.Future[bytes] | None = None
+
+    def __aiter__(self) -> _FileReader:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self._closed or self._fd is None or self._offset >= self._size:
+            self.close()
+            raise StopAsyncIteration
+        n = min(self._chunk, self._size - self._offset)
+        loop = asyncio.get_running_loop()
+        read = self._read = loop.run_in_executor(None, _pread_exact, self._fd, n, self._offset)
+        try:
+            chunk = await asyncio.shield(read)
+        except asyncio.CancelledError:
+            self.close()
+            raise
+        finally:
+            if read.done():
+                self._read = None
+        self._offset += n
+        return chunk
+
+    async def aclose(self) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._closed = True
+        read = self._read
+        if read is not None and not read.done():
+            read.add_done_callback(self._release_after)
+        else:
+            self._release()
+
+    def _release_after(self, read: asyncio.Future[bytes]) -> None:
+        if not read.cancelled():
+            read.exception()  # retrieved: a failed read nobody awaits is not an error
+        self._release()
+
+    def _release(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
 
 
 def _pread_exact(fd: int, n: int, offset: int) -> bytes:

@@ -348,9 +348,7 @@ class BodySpooler:
         self._written += len(block)
         fd = os.dup(self._fd)
         hashes = [h for _, h in self._hashes]
-        self._pending = asyncio.get_running_loop().run_in_executor(
-            None, _absorb, fd, block, offset, hashes
-        )
+        self._pending = asyncio.get_running_loop().run_in_executor(None, _absorb, fd, block, offset, hashes)
 
     async def _wait_pending(self) -> None:
         pending, self._pending = self._pending, None
@@ -385,9 +383,7 @@ def _spool_failed(where: str, exc: OSError) -> SpoolFailed:
     reason = exc.strerror or type(exc).__name__
     name = errno.errorcode.get(exc.errno or 0, "")
     detail = f"{reason} ({name})" if name else reason
-    return SpoolFailed(
-        f"cannot spool the request body to spool_dir {where!r}: {detail}"
-    )
+    return SpoolFailed(f"cannot spool the request body to spool_dir {where!r}: {detail}")
 
 
 # --------------------------------------------------------------- signing

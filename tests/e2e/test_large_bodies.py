@@ -281,8 +281,9 @@ async def test_no_spool_file_left_after_aborts_errors_stalls_and_shutdown(
         "upstream": str(up.make_url("")).rstrip("/"),
         "auth": {"scheme": "threecommas", **TC},
     }
-    text = config_text([route], defaults={"spool_dir": str(spool), "spool_bytes": 64 * 1024},
-                       limits={"body_read_timeout": 1})
+    text = config_text(
+        [route], defaults={"spool_dir": str(spool), "spool_bytes": 64 * 1024}, limits={"body_read_timeout": 1}
+    )
     proc = signet_process(text.replace("${", "$${"))
     pid = proc.proc.pid
     addr = address(proc.proxy_url)
@@ -387,9 +388,7 @@ def tiny_tmpfs(tmp_path: Path) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
-async def test_full_disk_is_507(
-    ok_upstream: dict[str, Any], signet_process: Any, tiny_tmpfs: Path
-) -> None:
+async def test_full_disk_is_507(ok_upstream: dict[str, Any], signet_process: Any, tiny_tmpfs: Path) -> None:
     proc = signet_process(config([ok_upstream], tiny_tmpfs, spool_bytes=64 * 1024))
     answer = await _expect_spool_failed(proc.proxy_url, 4 * MiB)
     assert "ENOSPC" in answer["error"]["message"]

@@ -17,7 +17,12 @@ read for the upstream) works on its own ``os.dup`` of the descriptor with
 positioned I/O (``pwrite``/``pread``), so closing the body while a thread is
 still busy can never make that thread hit a reused descriptor number.
 
-A signature whose message holds the raw body or its base64 in the middle is
+A scheme whose message is ``prefix + body + suffix`` with a prefix known
+before the body arrives (3Commas: the path and query; 3 Clicks: key, secret
+and method) hands the spooler a hash state already fed with that prefix
+(:meth:`proxy.auth.base.AuthScheme.body_prefix`); the spooler feeds it the
+body block by block, and signing copies it and adds the suffix: no second
+pass. Any other signature whose message holds the raw body or its base64 is
 computed by a second sequential pass: the scheme describes its message as
 parts (literal bytes, :data:`BODY`, :data:`BODY_BASE64`) and
 :func:`feed_message` streams them through an incremental hash. Read sizes are
@@ -88,11 +93,13 @@ class SignedBody:
         data: bytes | None = None,
         fd: int | None = None,
         digests: dict[str, str] | None = None,
+        prefixed: tuple[bytes, Any] | None = None,
     ) -> None:
         self.size = size
         self._data = data
         self._fd = fd
         self._digests = dict(digests or {})
+        self._prefixed = prefixed
         self._readers: weakref.WeakSet[_FileReader] = weakref.WeakSet()
         # a forgotten body still closes its descriptor when collected
         self._closer = weakref.finalize(self, os.close, fd) if fd is not None else None
@@ -131,6 +138,12 @@ class SignedBody:
         value = h.hexdigest()
         self._digests[name] = value
         return value
+
+    def prehashed(self, prefix: bytes) -> Any | None:
+        """A copy of the hash state fed ``prefix + body`` while spooling, if that prefix was given."""
+        if self._prefixed is None or self._prefixed[0] != prefix:
+            return None
+        return self._prefixed[1].copy()
 
     def _reader_fd(self) -> int:
         if self._closer is None or not self._closer.alive:
@@ -276,11 +289,13 @@ class BodySpooler:
         spool_bytes: int = DEFAULT_SPOOL_BYTES,
         spool_dir: str | None = None,
         digests: Iterable[str] = (),
+        prefix: tuple[bytes, Any] | None = None,
     ) -> None:
         self.spool_bytes = spool_bytes
         self.spool_dir = spool_dir
         self.size = 0
         self._names = tuple(dict.fromkeys(digests))
+        self._prefix = prefix  # (prefix bytes, hash state fed with them): fed the body too
         self._memory = bytearray()
         self._block = bytearray()
         self._fd: int | None = None
@@ -308,8 +323,8 @@ class BodySpooler:
         await self._flush()
         await self._wait_pending()
         fd, self._fd = self._fd, None
-        digests = {name: h.hexdigest() for name, h in self._hashes}
-        return SignedBody(self.size, fd=fd, digests=digests)
+        digests = {name: h.hexdigest() for name, h in self._hashes if name}
+        return SignedBody(self.size, fd=fd, digests=digests, prefixed=self._prefix)
 
     def discard(self) -> None:
         """Drop whatever was collected (a thread still writing holds its own descriptor)."""
@@ -337,6 +352,8 @@ class BodySpooler:
             raise _spool_failed(where, exc) from None
         self._fd = fd
         self._hashes = [(name, DIGESTS[name]()) for name in self._names]
+        if self._prefix is not None:
+            self._hashes.append(("", self._prefix[1]))
 
     async def _flush(self) -> None:
         if not self._block:
@@ -424,6 +441,13 @@ def render_message(message: Message, body: bytes) -> bytes:
         else:
             out.append(base64.b64encode(body))
     return b"".join(out)
+
+
+def prehashed(body: bytes | SignedBody | None, prefix: bytes) -> Any | None:
+    """The spooler's ``prefix + body`` hash state (a copy) for a spooled body, else None."""
+    if isinstance(body, SignedBody) and body.spooled:
+        return body.prehashed(prefix)
+    return None
 
 
 def feed_message(h: Any, message: Message, body: bytes | SignedBody | None) -> None:

@@ -248,7 +248,11 @@ class ProxyHandler:
         stream = None
         has_body = request.body_exists
         if buffered:
-            body = await self._read_body(request, route) if has_body else SignedBody.from_bytes(b"")
+            if has_body:
+                head = UpstreamRequest(request.method, upstream_path, query, headers)
+                body = await self._read_body(request, route, head)
+            else:
+                body = SignedBody.from_bytes(b"")
             info["bytes_in"] = body.size
             info["body"] = body  # closed by __call__
         elif has_body:
@@ -317,17 +321,23 @@ class ProxyHandler:
                 continue
             return await self._stream_back(request, upstream, route, rid, info)
 
-    async def _read_body(self, request: web.BaseRequest, route: RouteRuntime) -> SignedBody:
+    async def _read_body(
+        self, request: web.BaseRequest, route: RouteRuntime, head: UpstreamRequest
+    ) -> SignedBody:
         """Read a body that must be signed whole: memory up to spool_bytes, a private file beyond.
 
-        Refuses at ``max_body_bytes`` without reading on; the spool is discarded on every
+        ``head`` is the upstream request without its body: a scheme whose message
+        starts with what it holds hashes the body as it arrives. Refuses at
+        ``max_body_bytes`` without reading on; the spool is discarded on every
         way out but success (then ``__call__`` closes the body).
         """
         limit = route.route.max_body_bytes
+        scheme = route.scheme
         spooler = BodySpooler(
             route.route.spool_bytes,
             route.route.spool_dir,
-            getattr(route.scheme, "body_digests", ()),
+            scheme.body_digests,
+            scheme.body_prefix(head) if route.needs_body else None,
         )
         content = request.content
         try:

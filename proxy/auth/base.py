@@ -117,6 +117,17 @@ class AuthScheme:
     async def apply(self, request: UpstreamRequest) -> AuthResult:
         raise NotImplementedError
 
+    def body_prefix(self, request: UpstreamRequest) -> tuple[bytes, Any] | None:
+        """``(prefix, hash state fed with it)`` when the message is ``prefix + body + ...``.
+
+        Called before the body arrives (``request.body`` is None). The spooler
+        feeds the returned state every body byte, so signing a spooled body
+        needs no second pass over the file (see :func:`proxy.body.prehashed`).
+        None, the default, when the prefix depends on something known only
+        later (a timestamp read when the body is complete).
+        """
+        return None
+
     async def on_unauthorized(self, result: AuthResult) -> bool:
         """The upstream answered 401 to a request signed with ``result``.
 

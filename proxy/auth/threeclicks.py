@@ -18,12 +18,21 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from typing import Literal
+from typing import Any, Literal
 
 from proxy.auth.base import AuthResult, AuthScheme, SchemeContext, SchemeOptions, UpstreamRequest
 from proxy.auth.digest import unix_seconds
 from proxy.auth.registry import register
-from proxy.body import BODY, Message, SignedBody, body_bytes, body_size, feed_message, off_loop
+from proxy.body import (
+    BODY,
+    Message,
+    SignedBody,
+    body_bytes,
+    body_size,
+    feed_message,
+    off_loop,
+    prehashed,
+)
 from proxy.secret import Secret, reveal
 
 KEY_HEADER = "X-Api-Key"
@@ -110,11 +119,22 @@ class ThreeClicksStrict(AuthScheme):
         h.update(message)
         return h.hexdigest()
 
+    def body_prefix(self, request: UpstreamRequest) -> tuple[bytes, Any] | None:
+        head = self._prefix + request.method.lower().encode()
+        h = self._mac.copy()
+        h.update(head)
+        return head, h
+
     def sign(self, request: UpstreamRequest) -> AuthResult:
         """Blocking for a spooled body (it is read and hashed): :meth:`apply` runs it off the loop."""
         ts = unix_seconds(self.context.clock.time())
-        h = self._mac.copy()
-        feed_message(h, self.message(request.method, body_size(request.body), ts), request.body)
+        parts = self.message(request.method, body_size(request.body), ts)
+        h = prehashed(request.body, parts[0])  # fed key + secret + method + body while spooling
+        if h is not None:
+            h.update(parts[2])  # the timestamp, read now that the body is complete
+        else:
+            h = self._mac.copy()
+            feed_message(h, parts, request.body)
         return AuthResult(
             headers={
                 KEY_HEADER: self._api_key,
@@ -125,4 +145,7 @@ class ThreeClicksStrict(AuthScheme):
         )
 
     async def apply(self, request: UpstreamRequest) -> AuthResult:
+        head = self._prefix + request.method.lower().encode()
+        if prehashed(request.body, head) is not None:
+            return self.sign(request)  # only the timestamp is left to hash
         return await off_loop(self.sign, request, request.body)

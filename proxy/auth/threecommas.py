@@ -11,11 +11,20 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from typing import Literal
+from typing import Any, Literal
 
 from proxy.auth.base import AuthResult, AuthScheme, SchemeContext, SchemeOptions, UpstreamRequest
 from proxy.auth.registry import register
-from proxy.body import BODY, Message, SignedBody, body_bytes, body_size, feed_message, off_loop
+from proxy.body import (
+    BODY,
+    Message,
+    SignedBody,
+    body_bytes,
+    body_size,
+    feed_message,
+    off_loop,
+    prehashed,
+)
 from proxy.secret import Secret, reveal
 
 KEY_HEADER = "Apikey"
@@ -65,14 +74,25 @@ class ThreeCommas(AuthScheme):
         h.update(message)
         return h.hexdigest()
 
+    def body_prefix(self, request: UpstreamRequest) -> tuple[bytes, Any] | None:
+        head = message(request.path, request.query, 0)[0]
+        h = self._mac.copy()
+        h.update(head)
+        return head, h
+
     def sign(self, request: UpstreamRequest) -> AuthResult:
         """Blocking for a spooled body (it is read and hashed): :meth:`apply` runs it off the loop."""
-        h = self._mac.copy()
-        feed_message(h, message(request.path, request.query, body_size(request.body)), request.body)
+        parts = message(request.path, request.query, body_size(request.body))
+        h = prehashed(request.body, parts[0])  # fed path?query + body while spooling
+        if h is None:
+            h = self._mac.copy()
+            feed_message(h, parts, request.body)
         return AuthResult(
             headers={KEY_HEADER: self._api_key, SIGNATURE_HEADER: h.hexdigest()},
             secret_headers=self._secret_headers,
         )
 
     async def apply(self, request: UpstreamRequest) -> AuthResult:
+        if prehashed(request.body, message(request.path, request.query, 0)[0]) is not None:
+            return self.sign(request)  # only the digest is left to compute
         return await off_loop(self.sign, request, request.body)

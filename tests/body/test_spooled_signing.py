@@ -137,3 +137,38 @@ async def test_recipe_with_the_body_outside_the_message_refuses_a_spooled_body(
     assert "{body_base64}" in info.value.message and "spool_bytes" in info.value.message
     # the same recipe still signs a body held in memory
     await scheme.apply(UpstreamRequest("POST", "/p", "", {}, b"abcd"))
+
+
+@pytest.mark.parametrize("options", SCHEME_OPTIONS[:2], ids=lambda o: o["scheme"])
+async def test_prefix_hashed_while_spooling_needs_no_second_pass(
+    options: dict[str, Any], tmp_path: Path
+) -> None:
+    """3 Clicks and 3Commas hash the body as it arrives: signing works with the file gone."""
+    scheme = build(options)
+    data = os.urandom(2 * CHUNK + 1)
+    head = UpstreamRequest("PUT", "/a%2Fb", "x=1", {})
+    spooler = BodySpooler(0, str(tmp_path), (), scheme.body_prefix(head))
+    await spooler.feed(data)
+    body = await spooler.finish()
+    body.close()  # a second pass would fail now
+    a = await scheme.apply(UpstreamRequest("PUT", "/a%2Fb", "x=1", {}, data))
+    b = await scheme.apply(UpstreamRequest("PUT", "/a%2Fb", "x=1", {}, body))
+    assert a.headers == b.headers
+
+
+async def test_a_prefix_for_another_request_is_not_used(tmp_path: Path) -> None:
+    scheme = build(SCHEME_OPTIONS[1])
+    data = os.urandom(CHUNK + 1)
+    stale = scheme.body_prefix(UpstreamRequest("PUT", "/other", "", {}))
+    spooler = BodySpooler(0, str(tmp_path), (), stale)
+    await spooler.feed(data)
+    body = await spooler.finish()
+    result = await scheme.apply(UpstreamRequest("PUT", "/v1/x", "", {}, body))
+    body.close()
+    assert result.headers["Signature"] == hmac.new(b"s3cr3t", b"/v1/x" + data, hashlib.sha256).hexdigest()
+
+
+def test_schemes_with_a_timestamp_before_the_body_have_no_prefix() -> None:
+    head = UpstreamRequest("PUT", "/p", "", {})
+    for options in SCHEME_OPTIONS[2:]:
+        assert build(options).body_prefix(head) is None

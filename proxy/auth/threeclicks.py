@@ -101,10 +101,14 @@ class ThreeClicksStrict(AuthScheme):
             frozenset({KEY_HEADER}) if isinstance(options.api_key, Secret) else frozenset()
         )
 
+    def head(self, method: str) -> bytes:
+        """``api_key + api_secret + lower(method)``: the message up to the body."""
+        return self._prefix + method.lower().encode()
+
     def message(self, method: str, size: int, timestamp: int) -> Message:
         """``api_key + api_secret + lower(method) + (body or "{}") + timestamp`` as parts."""
         data = BODY if size else EMPTY_BODY_DATA
-        return (self._prefix + method.lower().encode(), data, b"%d" % timestamp)
+        return (self.head(method), data, b"%d" % timestamp)
 
     def string_to_sign(
         self, method: str, body: bytes | SignedBody | None, timestamp: int
@@ -120,21 +124,20 @@ class ThreeClicksStrict(AuthScheme):
         return h.hexdigest()
 
     def body_prefix(self, request: UpstreamRequest) -> tuple[bytes, Any] | None:
-        head = self._prefix + request.method.lower().encode()
+        prefix = self.head(request.method)
         h = self._mac.copy()
-        h.update(head)
-        return head, h
+        h.update(prefix)
+        return prefix, h
 
     def sign(self, request: UpstreamRequest) -> AuthResult:
         """Blocking for a spooled body (it is read and hashed): :meth:`apply` runs it off the loop."""
         ts = unix_seconds(self.context.clock.time())
-        parts = self.message(request.method, body_size(request.body), ts)
-        h = prehashed(request.body, parts[0])  # fed key + secret + method + body while spooling
+        h = prehashed(request.body, self.head(request.method))  # fed while spooling
         if h is not None:
-            h.update(parts[2])  # the timestamp, read now that the body is complete
+            h.update(b"%d" % ts)  # the timestamp, read now that the body is complete
         else:
             h = self._mac.copy()
-            feed_message(h, parts, request.body)
+            feed_message(h, self.message(request.method, body_size(request.body), ts), request.body)
         return AuthResult(
             headers={
                 KEY_HEADER: self._api_key,
@@ -145,7 +148,6 @@ class ThreeClicksStrict(AuthScheme):
         )
 
     async def apply(self, request: UpstreamRequest) -> AuthResult:
-        head = self._prefix + request.method.lower().encode()
-        if prehashed(request.body, head) is not None:
+        if prehashed(request.body, self.head(request.method)) is not None:
             return self.sign(request)  # only the timestamp is left to hash
         return await off_loop(self.sign, request, request.body)

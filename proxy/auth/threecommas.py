@@ -37,10 +37,14 @@ class ThreeCommasOptions(SchemeOptions):
     secret: Secret
 
 
+def head(path: str, query: str) -> bytes:
+    """``path + ('?' + query if query)``: the message up to the body."""
+    return f"{path}?{query}".encode() if query else path.encode()
+
+
 def message(path: str, query: str, size: int) -> Message:
     """``path + ('?' + query if query) + body`` as parts (body used as is)."""
-    head = f"{path}?{query}".encode() if query else path.encode()
-    return (head, BODY) if size else (head,)
+    return (head(path, query), BODY) if size else (head(path, query),)
 
 
 def string_to_sign(path: str, query: str, body: bytes | SignedBody | None) -> bytes:
@@ -75,17 +79,17 @@ class ThreeCommas(AuthScheme):
         return h.hexdigest()
 
     def body_prefix(self, request: UpstreamRequest) -> tuple[bytes, Any] | None:
-        head = message(request.path, request.query, 0)[0]
+        prefix = head(request.path, request.query)
         h = self._mac.copy()
-        h.update(head)
-        return head, h
+        h.update(prefix)
+        return prefix, h
 
     def sign(self, request: UpstreamRequest) -> AuthResult:
         """Blocking for a spooled body (it is read and hashed): :meth:`apply` runs it off the loop."""
-        parts = message(request.path, request.query, body_size(request.body))
-        h = prehashed(request.body, parts[0])  # fed path?query + body while spooling
+        h = prehashed(request.body, head(request.path, request.query))  # fed while spooling
         if h is None:
             h = self._mac.copy()
+            parts = message(request.path, request.query, body_size(request.body))
             feed_message(h, parts, request.body)
         return AuthResult(
             headers={KEY_HEADER: self._api_key, SIGNATURE_HEADER: h.hexdigest()},
@@ -93,6 +97,6 @@ class ThreeCommas(AuthScheme):
         )
 
     async def apply(self, request: UpstreamRequest) -> AuthResult:
-        if prehashed(request.body, message(request.path, request.query, 0)[0]) is not None:
+        if prehashed(request.body, head(request.path, request.query)) is not None:
             return self.sign(request)  # only the digest is left to compute
         return await off_loop(self.sign, request, request.body)

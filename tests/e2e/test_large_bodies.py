@@ -394,3 +394,31 @@ async def test_full_disk_is_507(ok_upstream: dict[str, Any], signet_process: Any
     assert "ENOSPC" in answer["error"]["message"]
     wait_no_spool_fds(proc.proc.pid)
     assert os.statvfs(tiny_tmpfs).f_bfree == os.statvfs(tiny_tmpfs).f_blocks  # space given back
+
+
+# ------------------------------------------------------- time of the signature
+
+
+async def test_timestamp_is_taken_when_the_body_is_complete(
+    mock_routes: list[dict[str, Any]], signet_process: Any, spool: Path
+) -> None:
+    """A slow upload: Quicklizard's qts (ms) is read after the last body byte arrived."""
+    proc = signet_process(config(mock_routes, spool))
+    sent_last = 0.0
+
+    async def slow() -> AsyncIterator[bytes]:
+        nonlocal sent_last
+        for _ in range(5):
+            yield os.urandom(MiB)
+            await asyncio.sleep(0.4)
+        sent_last = time.time()
+        yield b"end"
+
+    async with aiohttp.ClientSession() as session:
+        async with session.put(f"{proc.proxy_url}/quicklizard/slow", data=slow()) as resp:
+            assert resp.status == 200, await resp.text()
+        vendor = URL(next(r["upstream"] for r in mock_routes if r["name"] == "quicklizard"))
+        async with session.get(vendor.origin() / "__mock" / "requests") as resp:
+            recorded = await resp.json()
+    qts = int(recorded[-1]["raw_path"].rpartition("qts=")[2])
+    assert qts >= int(sent_last * 1000) - 5, "the timestamp predates the end of the body"

@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
 
     size = args.mib * MiB
     procs: list[subprocess.Popen[Any]] = []
-    with tempfile.TemporaryDirectory(prefix="signet-bench-upload-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="signet-upload-") as tmp:
         work = Path(tmp)
         spool = work / "spool"
         spool.mkdir()

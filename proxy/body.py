@@ -132,10 +132,13 @@ class SignedBody:
         known = self._digests.get(name)
         if known is not None:
             return known
-        h = DIGESTS[name]()
-        for chunk in self.chunks():
-            h.update(chunk)
-        value = h.hexdigest()
+        if self._data is not None:
+            value = DIGESTS[name](self._data).hexdigest()
+        else:
+            h = DIGESTS[name]()
+            for chunk in self.chunks():
+                h.update(chunk)
+            value = h.hexdigest()
         self._digests[name] = value
         return value
 
@@ -333,9 +336,10 @@ class BodySpooler:
         if self._fd is not None:
             fd, self._fd = self._fd, None
             os.close(fd)
-        if self._pending is not None and not self._pending.done():
+        pending, self._pending = self._pending, None
+        if pending is not None:
             # nobody will await it any more: retrieve its outcome so it is not logged
-            self._pending.add_done_callback(_ignore_outcome)
+            pending.add_done_callback(_ignore_outcome)
 
     # ---------------------------------------------------------------- file
 

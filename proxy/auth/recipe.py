@@ -37,7 +37,10 @@ Bodies spooled to disk
     and ``{body_md5}`` were computed as it arrived (the scheme declares them in
     ``body_digests``), and a message holding ``{body}``,
     ``{body_or_empty_json}`` or ``{body_base64}`` is streamed through the
-    HMAC/digest in a worker thread (``RecipeSigning.message`` is then None).
+    HMAC/digest in a worker thread (``RecipeSigning.message`` is then None);
+    when everything before a ``{body}`` is known before the body arrives
+    (method, path, query, vars) and the key is constant, that prefix and the
+    body are hashed as the bytes arrive and no second pass is needed.
     Only a ``key``, header or query parameter that holds the body itself or
     its base64 cannot work that way; such a request is answered
     ``413 body_too_large``.
@@ -110,7 +113,16 @@ from proxy.auth.digest import (
     unix_times,
 )
 from proxy.auth.registry import register
-from proxy.body import BODY, BODY_BASE64, MessagePart, body_digest, feed_message, is_spooled, off_loop
+from proxy.body import (
+    BODY,
+    BODY_BASE64,
+    MessagePart,
+    body_digest,
+    feed_message,
+    is_spooled,
+    off_loop,
+    prehashed,
+)
 from proxy.errors import BodyTooLarge
 from proxy.secret import MASK, Secret, reveal
 
@@ -137,6 +149,7 @@ BODY_PLACEHOLDERS = frozenset(
 RAW_BODY_PLACEHOLDERS = frozenset({"body", "body_or_empty_json"})
 INLINE_BODY_PLACEHOLDERS = RAW_BODY_PLACEHOLDERS | {"body_base64"}  # the body itself, not a digest
 _TIME = frozenset({"timestamp", "timestamp_ms"})
+_KNOWN_BEFORE_BODY = frozenset({"method", "method_lower", "path", "query", "path_query"})
 _NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _TOKEN_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")  # RFC 9110 field-name
 
@@ -473,6 +486,50 @@ class HmacRecipe(AuthScheme):
         self._need_nonce = "nonce" in used
         self._need_query = "query" in used
         self._need_path_query = "path_query" in used
+        self._prefix_at = self._find_body_prefix()
+
+    def _find_body_prefix(self) -> int | None:
+        """Index of the message's ``{body}`` when all before it is known before the body.
+
+        Then the spooler hashes the prefix and the body as they arrive. Not when
+        a timestamp or nonce comes first, a query parameter is added before
+        signing, the key is per request, or the body appears again later.
+        """
+        if self._message_t is None or self._stream_base is None or self._pre_query:
+            return None
+        parts = self._message_t.parts
+        for i, part in enumerate(parts):
+            if not isinstance(part, str):
+                continue
+            if part in RAW_BODY_PLACEHOLDERS:
+                later = {p for p in parts[i + 1 :] if isinstance(p, str)}
+                return None if later & INLINE_BODY_PLACEHOLDERS else i
+            if part not in _KNOWN_BEFORE_BODY:
+                return None
+        return None
+
+    def _prefix_bytes(self, request: UpstreamRequest) -> bytes:
+        assert self._message_t is not None and self._prefix_at is not None
+        query = request.query
+        if self._post_names:
+            query = drop_query_params(query, self._post_names)
+        v = {
+            "method": request.method.encode(),
+            "method_lower": request.method.lower().encode(),
+            "path": request.path.encode(),
+            "query": query.encode(),
+            "path_query": (f"{request.path}?{query}" if query else request.path).encode(),
+        }
+        head = self._message_t.parts[: self._prefix_at]
+        return b"".join(p if isinstance(p, bytes) else v[p] for p in head)
+
+    def body_prefix(self, request: UpstreamRequest) -> tuple[bytes, Any] | None:
+        if self._prefix_at is None:
+            return None
+        prefix = self._prefix_bytes(request)
+        h = self._stream_base.copy()
+        h.update(prefix)
+        return prefix, h
 
     def render(self, request: UpstreamRequest) -> RecipeSigning:
         """Compute everything for one request (one clock read, one nonce)."""
@@ -571,6 +628,11 @@ class HmacRecipe(AuthScheme):
                 parts.append(BODY_BASE64)
             else:
                 parts.append(v[part])
+        if self._prefix_at is not None:
+            h = prehashed(request.body, self._prefix_bytes(request))
+            if h is not None:  # prefix and body hashed while spooling: only the rest is left
+                feed_message(h, parts[self._prefix_at + 1 :], request.body)
+                return encode_digest(h.digest(), self._encoding)
         if self._key_t is not None:
             h = hmac.new(self._key_t.render(v), digestmod=self._ctor)
         else:

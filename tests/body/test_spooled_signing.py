@@ -58,6 +58,13 @@ SCHEME_OPTIONS: list[dict[str, Any]] = [
         "encoding": "HEX",
         "headers": {"X-Digest": "{signature}"},
     },
+    {  # the signature as a query parameter, added after signing
+        "scheme": "hmac",
+        "vars": {"secret": Secret("s3cr3t")},
+        "message": "{method_lower} {path_query} {body} {body_sha256}",
+        "key": "{secret}",
+        "query": {"sig": "{signature}"},
+    },
 ]
 
 
@@ -139,21 +146,24 @@ async def test_recipe_with_the_body_outside_the_message_refuses_a_spooled_body(
     await scheme.apply(UpstreamRequest("POST", "/p", "", {}, b"abcd"))
 
 
-@pytest.mark.parametrize("options", SCHEME_OPTIONS[:2], ids=lambda o: o["scheme"])
+PREHASHED = [SCHEME_OPTIONS[0], SCHEME_OPTIONS[1], SCHEME_OPTIONS[6], SCHEME_OPTIONS[7]]
+
+
+@pytest.mark.parametrize("options", PREHASHED, ids=lambda o: o["scheme"] + str(len(o)))
 async def test_prefix_hashed_while_spooling_needs_no_second_pass(
     options: dict[str, Any], tmp_path: Path
 ) -> None:
-    """3 Clicks and 3Commas hash the body as it arrives: signing works with the file gone."""
+    """Messages ``known prefix + body + ...`` hash the body as it arrives: signing works with the file gone."""
     scheme = build(options)
     data = os.urandom(2 * CHUNK + 1)
     head = UpstreamRequest("PUT", "/a%2Fb", "x=1", {})
-    spooler = BodySpooler(0, str(tmp_path), (), scheme.body_prefix(head))
+    spooler = BodySpooler(0, str(tmp_path), scheme.body_digests, scheme.body_prefix(head))
     await spooler.feed(data)
     body = await spooler.finish()
     body.close()  # a second pass would fail now
     a = await scheme.apply(UpstreamRequest("PUT", "/a%2Fb", "x=1", {}, data))
     b = await scheme.apply(UpstreamRequest("PUT", "/a%2Fb", "x=1", {}, body))
-    assert a.headers == b.headers
+    assert a.headers == b.headers and a.query == b.query
 
 
 async def test_a_prefix_for_another_request_is_not_used(tmp_path: Path) -> None:
@@ -168,7 +178,14 @@ async def test_a_prefix_for_another_request_is_not_used(tmp_path: Path) -> None:
     assert result.headers["Signature"] == hmac.new(b"s3cr3t", b"/v1/x" + data, hashlib.sha256).hexdigest()
 
 
-def test_schemes_with_a_timestamp_before_the_body_have_no_prefix() -> None:
+def test_no_prefix_when_time_comes_first_the_key_varies_or_the_body_repeats() -> None:
     head = UpstreamRequest("PUT", "/p", "", {})
-    for options in SCHEME_OPTIONS[2:]:
-        assert build(options).body_prefix(head) is None
+    for options in SCHEME_OPTIONS:
+        expected = options in PREHASHED
+        assert (build(options).body_prefix(head) is not None) == expected, options["scheme"]
+    with_time = {"scheme": "hmac", "message": "{path}{timestamp}{body}", "headers": {"S": "{signature}"}}
+    assert build(with_time).body_prefix(head) is None
+    pre_query = {"scheme": "hmac", "message": "{path_query}{body}", "query": {"a": "1"}}
+    assert build(pre_query).body_prefix(head) is None
+    late_query = {"scheme": "hmac", "message": "{path_query}{body}", "query": {"s": "{signature}"}}
+    assert build(late_query).body_prefix(UpstreamRequest("PUT", "/p", "s=old&b=2", {}))[0] == b"/p?b=2"

@@ -6,7 +6,8 @@
   recomputed here from the vendor's formula), with the proxy's RSS growth
   measured by psutil on the child;
 - no spool file and no open spool descriptor after 100 client aborts, an
-  upstream reset, a stalled body and a shutdown mid-upload;
+  upstream reset, an upstream timeout, a stalled body and a shutdown
+  mid-upload;
 - a full disk (a 1 MiB tmpfs, when this runner may mount) and a vanished
   spool_dir answer 507 spool_failed.
 """
@@ -71,8 +72,8 @@ def spool_fds(pid: int) -> list[str]:
 
 def wait_no_spool_fds(pid: int, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
-    while spool_fds(pid):
-        assert time.monotonic() < deadline, f"spool descriptors still open: {spool_fds(pid)}"
+    while fds := spool_fds(pid):
+        assert time.monotonic() < deadline, f"{len(fds)} spool descriptors still open: {fds[:3]}"
         time.sleep(0.05)
 
 
@@ -272,7 +273,14 @@ async def test_no_spool_file_left_after_aborts_errors_stalls_and_shutdown(
         return web.json_response({"size": size})
 
     app = web.Application(client_max_size=1 << 30)
+
+    async def too_slow(request: web.Request) -> web.Response:
+        await request.read()
+        await asyncio.sleep(5)  # past the route's read timeout
+        return web.Response()
+
     app.router.add_post("/reset", reset_midway)
+    app.router.add_post("/slow", too_slow)
     app.router.add_route("*", "/{tail:.*}", ok)
     up = await aiohttp_server(app, host="127.0.0.1")
     route = {
@@ -280,6 +288,7 @@ async def test_no_spool_file_left_after_aborts_errors_stalls_and_shutdown(
         "prefix": "/tc",
         "upstream": str(up.make_url("")).rstrip("/"),
         "auth": {"scheme": "threecommas", **TC},
+        "timeout": {"read": 1},
     }
     text = config_text(
         [route], defaults={"spool_dir": str(spool), "spool_bytes": 64 * 1024}, limits={"body_read_timeout": 1}
@@ -302,6 +311,10 @@ async def test_no_spool_file_left_after_aborts_errors_stalls_and_shutdown(
         # the upstream resets while the spooled body is being sent
         async with session.post(f"{proc.proxy_url}/tc/reset", data=os.urandom(4 * MiB)) as resp:
             assert resp.status == 502, await resp.text()
+        # the upstream takes the body, then answers too late: 504
+        async with session.post(f"{proc.proxy_url}/tc/slow", data=os.urandom(4 * MiB)) as resp:
+            assert resp.status == 504, await resp.text()
+        wait_no_spool_fds(pid)
         # a client that stalls mid-body: 400 after body_read_timeout
         sock = await asyncio.to_thread(start_upload, addr, "/tc/x", 4 * MiB, MiB)
         status = (await asyncio.to_thread(sock.recv, 64)).split(b" ")[1]

@@ -40,6 +40,7 @@ import os
 import tempfile
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from proxy.errors import SpoolFailed
@@ -474,12 +475,28 @@ def feed_message(h: Any, message: Message, body: bytes | SignedBody | None) -> N
                 h.update(base64.b64encode(chunk))
 
 
+_signing_pool: ThreadPoolExecutor | None = None
+
+
+def _signing_threads() -> ThreadPoolExecutor:
+    """Threads for whole-file signing passes, apart from the loop's default executor.
+
+    A pass over a large body holds its thread for seconds; kept apart, it never
+    queues the short block writes and chunk reads of other uploads behind it.
+    Created on first use, so a forked worker builds its own.
+    """
+    global _signing_pool
+    if _signing_pool is None:
+        _signing_pool = ThreadPoolExecutor(os.cpu_count() or 2, thread_name_prefix="signet-sign")
+    return _signing_pool
+
+
 async def off_loop(fn: Callable[[Any], T], arg: Any, body: object) -> T:
     """``fn(arg)`` here for an in-memory body, in a worker thread for a spooled one.
 
-    Signing a spooled body reads and hashes the whole file: seconds for a
+    Signing a spooled body may read and hash the whole file: seconds for a
     GiB, which must not stall every other request on the event loop.
     """
     if is_spooled(body):
-        return await asyncio.to_thread(fn, arg)
+        return await asyncio.get_running_loop().run_in_executor(_signing_threads(), fn, arg)
     return fn(arg)

@@ -249,7 +249,9 @@ class ProxyHandler:
         has_body = request.body_exists
         if buffered:
             if has_body:
-                head = UpstreamRequest(request.method, upstream_path, query, headers)
+                head = UpstreamRequest(
+                    request.method, upstream_path, query, headers, scheme_host=route.origin
+                )
                 body = await self._read_body(request, route, head)
             else:
                 body = SignedBody.from_bytes(b"")

@@ -95,6 +95,8 @@ async def dry_run(
         if body:
             shown = body.decode("utf-8", errors="replace")
             text += (_mask_text(shown, secrets) if not show_secrets else shown) + "\n"
+        if show_secrets and result.debug:  # e.g. SigV4's canonical request: may hold secrets
+            text += "".join(f"\n{label}:\n{value}\n" for label, value in result.debug)
         return text
     finally:
         await runtime.close()

@@ -61,6 +61,7 @@ class Token:
     expires_at: float
     token_type: str = "Bearer"
     status: int = 200
+    payload: Any = field(default=None, repr=False)  # what another fetcher issues with it (AWS keys)
 
     @property
     def authorization(self) -> str:

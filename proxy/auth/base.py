@@ -58,7 +58,7 @@ class UpstreamRequest:
     query: str
     headers: Mapping[str, str]
     body: bytes | SignedBody | None = None
-    scheme_host: str = ""  # e.g. "https://api.example.com", for display only
+    scheme_host: str = ""  # the upstream origin, e.g. "https://api.example.com" (aws-sigv4 signs its host)
 
     @property
     def path_query(self) -> str:
@@ -74,13 +74,16 @@ class AuthResult:
     that add a parameter build it with :func:`set_query_params`, so what they
     sign is what is sent). ``secret_headers`` names headers whose whole value
     is secret-bearing (``signet sign`` masks them). ``state`` is opaque to the
-    pipeline and handed back to :meth:`AuthScheme.on_unauthorized`.
+    pipeline and handed back to :meth:`AuthScheme.on_unauthorized`. ``debug``
+    holds labelled texts (e.g. SigV4's canonical request) that only
+    ``signet sign --show-secrets`` prints; they may contain secrets.
     """
 
     headers: dict[str, str] = field(default_factory=dict, repr=False)  # may hold a credential
     query: str | None = None
     secret_headers: frozenset[str] = frozenset()
     state: Any = None
+    debug: list[tuple[str, str]] | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

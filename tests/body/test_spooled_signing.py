@@ -189,3 +189,28 @@ def test_no_prefix_when_time_comes_first_the_key_varies_or_the_body_repeats() ->
     assert build(pre_query).body_prefix(head) is None
     late_query = {"scheme": "hmac", "message": "{path_query}{body}", "query": {"s": "{signature}"}}
     assert build(late_query).body_prefix(UpstreamRequest("PUT", "/p", "s=old&b=2", {}))[0] == b"/p?b=2"
+
+
+@pytest.mark.parametrize("service", ["s3", "execute-api"])
+async def test_aws_sigv4_spooled_equals_in_memory_without_reading_the_file(
+    service: str, tmp_path: Path
+) -> None:
+    """The payload hash of a spooled body was computed as it arrived: the file is not read again."""
+    options = {
+        "scheme": "aws-sigv4",
+        "region": "eu-west-1",
+        "service": service,
+        "access_key_id": "AKIDEXAMPLE",
+        "secret_access_key": Secret("wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"),
+    }
+    scheme = build(options)
+    assert scheme.body_digests == {"sha256"}
+    data = os.urandom(CHUNK + 1)
+    body = await spooled(data, tmp_path, scheme.body_digests)
+    body.close()  # a second pass would fail now
+    origin = "https://example.amazonaws.com"
+    a = await scheme.apply(UpstreamRequest("PUT", "/b/k", "x=1", {}, data, scheme_host=origin))
+    b = await scheme.apply(UpstreamRequest("PUT", "/b/k", "x=1", {}, body, scheme_host=origin))
+    assert a.headers == b.headers
+    if service == "s3":
+        assert b.headers["X-Amz-Content-Sha256"] == hashlib.sha256(data).hexdigest()

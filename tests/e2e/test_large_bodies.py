@@ -1,7 +1,9 @@
 """Signed bodies past spool_bytes through a real `signet serve`, accepted by vendors that verify.
 
 - every body-signing scheme and an ``hmac`` recipe with a 12 MiB body, each
-  against its mock vendor (proxy.mock.*, independent verifiers);
+  against its mock vendor (proxy.mock.*, independent verifiers), and
+  aws-sigv4 (S3 and API Gateway) against the AWS stand-in that verifies
+  with botocore;
 - one 1 GiB 3Commas upload against a streaming 3Commas stand-in (HMAC
   recomputed here from the vendor's formula), with the proxy's RSS growth
   measured by psutil on the child;
@@ -34,7 +36,8 @@ from yarl import URL
 
 from proxy.demo import demo_routes
 from proxy.mock.vendors import DEMO_CREDENTIALS
-from tests.conftest import SUITE_SECRETS, config_text
+from tests.aws_fakes import AwsKey, AwsState, aws_service_app
+from tests.conftest import SUITE_SECRETS, config_text, secret
 
 MiB = 1024 * 1024
 TC = DEMO_CREDENTIALS["threecommas"]
@@ -435,3 +438,41 @@ async def test_timestamp_is_taken_when_the_body_is_complete(
             recorded = await resp.json()
     qts = int(recorded[-1]["raw_path"].rpartition("qts=")[2])
     assert qts >= int(sent_last * 1000) - 5, "the timestamp predates the end of the body"
+
+
+# ------------------------------------------------------------------- SigV4
+
+
+async def test_aws_sigv4_signs_a_spooled_body(aiohttp_server: Any, signet_process: Any, spool: Path) -> None:
+    """S3 and API Gateway with a 12 MiB body, each verified by botocore in the AWS stand-in."""
+    ak, sk = "AKIASPOOLEXAMPLE0001", secret("spool-aws-secret/K7MDENG+bPxRfiCY")
+    states = {svc: AwsState("eu-west-1", svc, {ak: AwsKey(sk)}) for svc in ("s3", "execute-api")}
+    routes = []
+    for svc, state in states.items():
+        server = await aiohttp_server(aws_service_app(state), host="127.0.0.1")
+        routes.append(
+            {
+                "name": svc,
+                "prefix": f"/{svc}",
+                "upstream": str(server.make_url("")).rstrip("/"),
+                "auth": {
+                    "scheme": "aws-sigv4",
+                    "region": "eu-west-1",
+                    "service": svc,
+                    "access_key_id": ak,
+                    "secret_access_key": "${SK}",
+                },
+            }
+        )
+    d = {"max_body_bytes": 64 * MiB, "spool_dir": str(spool)}
+    proc = signet_process(config_text(routes, defaults=d), env={"SK": sk})
+    body = os.urandom(12 * MiB + 5)
+    async with aiohttp.ClientSession() as session:
+        for svc in states:
+            url = URL(f"{proc.proxy_url}/{svc}/bucket/dir%2Fkey.bin?x-id=PutObject", encoded=True)
+            async with session.put(url, data=body) as resp:
+                answer = await resp.json(content_type=None) if resp.status == 200 else await resp.text()
+                assert resp.status == 200, answer
+            assert answer["len"] == len(body) and answer["sha256"] == hashlib.sha256(body).hexdigest()
+    assert [len(s.accepted) for s in states.values()] == [1, 1]
+    wait_no_spool_fds(proc.proc.pid)

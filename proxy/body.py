@@ -41,6 +41,7 @@ import tempfile
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from proxy.errors import SpoolFailed
@@ -77,6 +78,23 @@ MessagePart = bytes | BodyPart
 Message = Sequence[MessagePart]
 
 
+@dataclass(frozen=True, slots=True, repr=False)
+class BodyPrefix:
+    """A hash state fed the message up to the body, to be fed the body as it arrives.
+
+    ``owner`` is the scheme whose key the state holds: only that scheme, for
+    the same ``prefix``, may use it (another route's or client's scheme falls
+    back to a second pass). The prefix may hold a secret: no repr.
+    """
+
+    owner: object
+    prefix: bytes
+    state: Any
+
+    def __repr__(self) -> str:
+        return "<BodyPrefix>"
+
+
 class SignedBody:
     """A complete request body: in memory or in a private unlinked file.
 
@@ -94,7 +112,7 @@ class SignedBody:
         data: bytes | None = None,
         fd: int | None = None,
         digests: dict[str, str] | None = None,
-        prefixed: tuple[bytes, Any] | None = None,
+        prefixed: BodyPrefix | None = None,
     ) -> None:
         self.size = size
         self._data = data
@@ -143,11 +161,12 @@ class SignedBody:
         self._digests[name] = value
         return value
 
-    def prehashed(self, prefix: bytes) -> Any | None:
-        """A copy of the hash state fed ``prefix + body`` while spooling, if that prefix was given."""
-        if self._prefixed is None or self._prefixed[0] != prefix:
+    def prehashed(self, owner: object, prefix: bytes) -> Any | None:
+        """A copy of the state fed ``prefix + body`` while spooling, if ``owner`` gave that prefix."""
+        p = self._prefixed
+        if p is None or p.owner is not owner or p.prefix != prefix:
             return None
-        return self._prefixed[1].copy()
+        return p.state.copy()
 
     def _reader_fd(self) -> int:
         if self._closer is None or not self._closer.alive:
@@ -293,13 +312,13 @@ class BodySpooler:
         spool_bytes: int = DEFAULT_SPOOL_BYTES,
         spool_dir: str | None = None,
         digests: Iterable[str] = (),
-        prefix: tuple[bytes, Any] | None = None,
+        prefix: BodyPrefix | None = None,
     ) -> None:
         self.spool_bytes = spool_bytes
         self.spool_dir = spool_dir
         self.size = 0
         self._names = tuple(dict.fromkeys(digests))
-        self._prefix = prefix  # (prefix bytes, hash state fed with them): fed the body too
+        self._prefix = prefix  # a hash state fed the message up to the body: fed the body too
         self._memory = bytearray()
         self._block = bytearray()
         self._fd: int | None = None
@@ -358,7 +377,7 @@ class BodySpooler:
         self._fd = fd
         self._hashes = [(name, DIGESTS[name]()) for name in self._names]
         if self._prefix is not None:
-            self._hashes.append(("", self._prefix[1]))
+            self._hashes.append(("", self._prefix.state))
 
     async def _flush(self) -> None:
         if not self._block:
@@ -448,10 +467,10 @@ def render_message(message: Message, body: bytes) -> bytes:
     return b"".join(out)
 
 
-def prehashed(body: bytes | SignedBody | None, prefix: bytes) -> Any | None:
-    """The spooler's ``prefix + body`` hash state (a copy) for a spooled body, else None."""
+def prehashed(body: bytes | SignedBody | None, owner: object, prefix: bytes) -> Any | None:
+    """The spooler's ``prefix + body`` state (a copy) from ``owner`` for a spooled body, else None."""
     if isinstance(body, SignedBody) and body.spooled:
-        return body.prehashed(prefix)
+        return body.prehashed(owner, prefix)
     return None
 
 

@@ -27,7 +27,7 @@ from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict
 
-from proxy.body import SignedBody
+from proxy.body import BodyPrefix, SignedBody
 from proxy.clock import SYSTEM_CLOCK, Clock
 from proxy.secret import secret_values_in
 
@@ -120,8 +120,8 @@ class AuthScheme:
     async def apply(self, request: UpstreamRequest) -> AuthResult:
         raise NotImplementedError
 
-    def body_prefix(self, request: UpstreamRequest) -> tuple[bytes, Any] | None:
-        """``(prefix, hash state fed with it)`` when the message is ``prefix + body + ...``.
+    def body_prefix(self, request: UpstreamRequest) -> BodyPrefix | None:
+        """A hash state fed ``prefix`` when the message is ``prefix + body + ...``.
 
         Called before the body arrives (``request.body`` is None). The spooler
         feeds the returned state every body byte, so signing a spooled body

@@ -116,6 +116,7 @@ from proxy.auth.registry import register
 from proxy.body import (
     BODY,
     BODY_BASE64,
+    BodyPrefix,
     MessagePart,
     body_digest,
     feed_message,
@@ -523,13 +524,13 @@ class HmacRecipe(AuthScheme):
         head = self._message_t.parts[: self._prefix_at]
         return b"".join(p if isinstance(p, bytes) else v[p] for p in head)
 
-    def body_prefix(self, request: UpstreamRequest) -> tuple[bytes, Any] | None:
+    def body_prefix(self, request: UpstreamRequest) -> BodyPrefix | None:
         if self._prefix_at is None:
             return None
         prefix = self._prefix_bytes(request)
         h = self._stream_base.copy()
         h.update(prefix)
-        return prefix, h
+        return BodyPrefix(self, prefix, h)
 
     def render(self, request: UpstreamRequest) -> RecipeSigning:
         """Compute everything for one request (one clock read, one nonce)."""
@@ -629,7 +630,7 @@ class HmacRecipe(AuthScheme):
             else:
                 parts.append(v[part])
         if self._prefix_at is not None:
-            h = prehashed(request.body, self._prefix_bytes(request))
+            h = prehashed(request.body, self, self._prefix_bytes(request))
             if h is not None:  # prefix and body hashed while spooling: only the rest is left
                 feed_message(h, parts[self._prefix_at + 1 :], request.body)
                 return encode_digest(h.digest(), self._encoding)

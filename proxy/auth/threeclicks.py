@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from typing import Any, Literal
+from typing import Literal
 
 from proxy.auth.base import AuthResult, AuthScheme, SchemeContext, SchemeOptions, UpstreamRequest
 from proxy.auth.digest import unix_seconds
 from proxy.auth.registry import register
 from proxy.body import (
     BODY,
+    BodyPrefix,
     Message,
     SignedBody,
     body_bytes,
@@ -123,16 +124,16 @@ class ThreeClicksStrict(AuthScheme):
         h.update(message)
         return h.hexdigest()
 
-    def body_prefix(self, request: UpstreamRequest) -> tuple[bytes, Any] | None:
+    def body_prefix(self, request: UpstreamRequest) -> BodyPrefix | None:
         prefix = self.head(request.method)
         h = self._mac.copy()
         h.update(prefix)
-        return prefix, h
+        return BodyPrefix(self, prefix, h)
 
     def sign(self, request: UpstreamRequest) -> AuthResult:
         """Blocking for a spooled body (it is read and hashed): :meth:`apply` runs it off the loop."""
         ts = unix_seconds(self.context.clock.time())
-        h = prehashed(request.body, self.head(request.method))  # fed while spooling
+        h = prehashed(request.body, self, self.head(request.method))  # fed while spooling
         if h is not None:
             h.update(b"%d" % ts)  # the timestamp, read now that the body is complete
         else:
@@ -148,6 +149,6 @@ class ThreeClicksStrict(AuthScheme):
         )
 
     async def apply(self, request: UpstreamRequest) -> AuthResult:
-        if prehashed(request.body, self.head(request.method)) is not None:
+        if prehashed(request.body, self, self.head(request.method)) is not None:
             return self.sign(request)  # only the timestamp is left to hash
         return await off_loop(self.sign, request, request.body)

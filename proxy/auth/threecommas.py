@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from typing import Any, Literal
+from typing import Literal
 
 from proxy.auth.base import AuthResult, AuthScheme, SchemeContext, SchemeOptions, UpstreamRequest
 from proxy.auth.registry import register
 from proxy.body import (
     BODY,
+    BodyPrefix,
     Message,
     SignedBody,
     body_bytes,
@@ -78,15 +79,15 @@ class ThreeCommas(AuthScheme):
         h.update(message)
         return h.hexdigest()
 
-    def body_prefix(self, request: UpstreamRequest) -> tuple[bytes, Any] | None:
+    def body_prefix(self, request: UpstreamRequest) -> BodyPrefix | None:
         prefix = head(request.path, request.query)
         h = self._mac.copy()
         h.update(prefix)
-        return prefix, h
+        return BodyPrefix(self, prefix, h)
 
     def sign(self, request: UpstreamRequest) -> AuthResult:
         """Blocking for a spooled body (it is read and hashed): :meth:`apply` runs it off the loop."""
-        h = prehashed(request.body, head(request.path, request.query))  # fed while spooling
+        h = prehashed(request.body, self, head(request.path, request.query))  # while spooling
         if h is None:
             h = self._mac.copy()
             parts = message(request.path, request.query, body_size(request.body))
@@ -97,6 +98,6 @@ class ThreeCommas(AuthScheme):
         )
 
     async def apply(self, request: UpstreamRequest) -> AuthResult:
-        if prehashed(request.body, head(request.path, request.query)) is not None:
+        if prehashed(request.body, self, head(request.path, request.query)) is not None:
             return self.sign(request)  # only the digest is left to compute
         return await off_loop(self.sign, request, request.body)

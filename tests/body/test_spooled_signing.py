@@ -188,7 +188,7 @@ def test_no_prefix_when_time_comes_first_the_key_varies_or_the_body_repeats() ->
     pre_query = {"scheme": "hmac", "message": "{path_query}{body}", "query": {"a": "1"}}
     assert build(pre_query).body_prefix(head) is None
     late_query = {"scheme": "hmac", "message": "{path_query}{body}", "query": {"s": "{signature}"}}
-    assert build(late_query).body_prefix(UpstreamRequest("PUT", "/p", "s=old&b=2", {}))[0] == b"/p?b=2"
+    assert build(late_query).body_prefix(UpstreamRequest("PUT", "/p", "s=old&b=2", {})).prefix == b"/p?b=2"
 
 
 @pytest.mark.parametrize("service", ["s3", "execute-api"])
@@ -214,3 +214,19 @@ async def test_aws_sigv4_spooled_equals_in_memory_without_reading_the_file(
     assert a.headers == b.headers
     if service == "s3":
         assert b.headers["X-Amz-Content-Sha256"] == hashlib.sha256(data).hexdigest()
+
+
+async def test_a_prefix_from_another_scheme_is_not_used(tmp_path: Path) -> None:
+    """Same path, another key (another route, or a client's own credentials): a second pass."""
+    mine = build({"scheme": "threecommas", "api_key": "k", "secret": Secret("other-secret")})
+    theirs = build(SCHEME_OPTIONS[1])
+    data = os.urandom(CHUNK + 1)
+    head = UpstreamRequest("PUT", "/v1/x", "", {})
+    spooler = BodySpooler(0, str(tmp_path), (), theirs.body_prefix(head))
+    await spooler.feed(data)
+    body = await spooler.finish()
+    result = await mine.apply(UpstreamRequest("PUT", "/v1/x", "", {}, body))
+    body.close()
+    assert (
+        result.headers["Signature"] == hmac.new(b"other-secret", b"/v1/x" + data, hashlib.sha256).hexdigest()
+    )

@@ -104,6 +104,8 @@ class DefaultsModel(_Model):
     max_body_bytes: int = Field(10 * 1024 * 1024, ge=0)
     tls: TLSModel = TLSModel()
     max_in_flight: int = Field(1024, ge=1)
+    spool_bytes: int = Field(1024 * 1024, ge=0)  # signed bodies above this go to a temp file
+    spool_dir: Text | None = None  # where; default the system temp directory
 
 
 class LimitsModel(_Model):
@@ -175,6 +177,7 @@ class RouteModel(_Model):
     forward_client_info: bool = False
     timeout: RouteTimeoutModel | None = None
     max_body_bytes: int | None = Field(None, ge=0)
+    spool_bytes: int | None = Field(None, ge=0)
     tls: RouteTLSModel | None = None
     max_in_flight: int | None = Field(None, ge=1)
     rate_limit: RateLimitModel | None = None
@@ -261,6 +264,8 @@ class Route:
         default_factory=dict
     )
     rate_limit: RateLimit | None = None
+    spool_bytes: int = 1024 * 1024  # signed bodies larger than this are spooled to disk
+    spool_dir: str | None = None  # None: the system temp directory
 
     @property
     def origin(self) -> str:
@@ -1193,6 +1198,10 @@ def _build_settings(
             admin = value
 
     d = model.defaults
+    if d.spool_dir is not None and not (
+        os.path.isdir(d.spool_dir) and os.access(d.spool_dir, os.W_OK | os.X_OK)
+    ):
+        problems.add(("defaults", "spool_dir"), f"{d.spool_dir!r} is not a writable directory")
     routes: list[Route] = []
     names: dict[str, int] = {}
     prefixes: dict[str, int] = {}
@@ -1254,6 +1263,8 @@ def _build_settings(
                 forward_client_info=r.forward_client_info,
                 auth_by_client=by_client,
                 rate_limit=_rate_limit(r.rate_limit),
+                spool_bytes=d.spool_bytes if r.spool_bytes is None else r.spool_bytes,
+                spool_dir=d.spool_dir,
             )
         )
 

@@ -16,6 +16,7 @@ request pipeline turns any of them into the contract's JSON body and
         ├── RateLimited              429 rate_limited (with Retry-After)
         ├── Overloaded               503 overloaded
         ├── StateUnavailable         503 state_unavailable
+        ├── SpoolFailed              507 spool_failed
         ├── UpstreamUnreachable      502 upstream_unreachable
         ├── TokenError               502 token_error
         └── UpstreamTimeout          504 upstream_timeout
@@ -142,6 +143,18 @@ class StateUnavailable(RequestError):
     """Redis (``state.redis``) cannot be reached and ``state.on_error`` is ``deny``."""
 
     status, code = 503, "state_unavailable"
+
+
+class SpoolFailed(RequestError):
+    """The disk under ``spool_dir`` refused a large signed body (full, unwritable, I/O error).
+
+    507 Insufficient Storage (RFC 4918 §11.5) says exactly this: the server
+    could not store what it needs to complete the request. It is kept apart
+    from 503 ``overloaded``, which invites a plain retry, because an operator
+    must act (free space, fix ``spool_dir``) before a retry can succeed.
+    """
+
+    status, code = 507, "spool_failed"
 
 
 class UpstreamTimeout(RequestError):

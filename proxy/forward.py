@@ -24,7 +24,8 @@ from aiohttp import web
 from multidict import istr
 from yarl import URL
 
-from proxy.auth import UpstreamRequest
+from proxy.auth import AuthScheme, UpstreamRequest
+from proxy.body import BodySpooler, SignedBody
 from proxy.errors import (
     BadRequest,
     BodyTooLarge,
@@ -33,6 +34,7 @@ from proxy.errors import (
     Overloaded,
     ProxyAuthRequired,
     RequestError,
+    SpoolFailed,
     UpstreamTimeout,
     UpstreamUnreachable,
 )
@@ -143,7 +145,9 @@ class ProxyHandler:
                 status = exc.status
                 info["error"] = exc.code
                 info["message"] = exc.message
-                return error_response(exc, rid, close=isinstance(exc, BodyTooLarge | _BodyStalled))
+                # the client's body was left half-read: close rather than read it on
+                close = isinstance(exc, BodyTooLarge | _BodyStalled | SpoolFailed)
+                return error_response(exc, rid, close=close)
             except _Aborted as exc:
                 status = info.get("status_sent", 502)
                 info["error"] = exc.code
@@ -155,6 +159,8 @@ class ProxyHandler:
             status = info.get("status_sent", 499)
             raise
         finally:
+            if (signed := info.get("body")) is not None:
+                signed.close()  # a spooled body's file goes, however the request ended
             runtime.release()
             self._count(info["route"] or "-", status, info["client"] or "-")
             if log_enabled(logging.INFO):
@@ -243,12 +249,19 @@ class ProxyHandler:
         if request.headers.get("Expect", "").lower() == "100-continue":
             await _send_continue(request)
 
-        body: bytes | None = None
+        body: SignedBody | None = None
         stream = None
         has_body = request.body_exists
         if buffered:
-            body = await self._read_body(request, route) if has_body else b""
-            info["bytes_in"] = len(body)
+            if has_body:
+                head = UpstreamRequest(
+                    request.method, upstream_path, query, headers, scheme_host=route.origin
+                )
+                body = await self._read_body(request, route, scheme, head)
+            else:
+                body = SignedBody.from_bytes(b"")
+            info["bytes_in"] = body.size
+            info["body"] = body  # closed by __call__
         elif has_body:
             stream = _count_body(request, self.body_read_timeout, info)
 
@@ -270,7 +283,9 @@ class ProxyHandler:
                 headers[k] = v
             final_query = query if result.query is None else result.query
             url = URL(route.upstream_url(upstream_path, final_query), encoded=True)
-            data: Any = body if body is not None else stream
+            data: Any = body.payload() if body is not None else stream
+            if body is not None and body.spooled:
+                headers[CONTENT_LENGTH] = str(body.size)  # streamed from the file, length known
             t0 = time.perf_counter()
             try:
                 upstream = await route.session.request(
@@ -315,24 +330,46 @@ class ProxyHandler:
                 continue
             return await self._stream_back(request, upstream, route, rid, info)
 
-    async def _read_body(self, request: web.BaseRequest, route: RouteRuntime) -> bytes:
-        """Buffer a body that must be signed, refusing at the limit without reading on."""
+    async def _read_body(
+        self,
+        request: web.BaseRequest,
+        route: RouteRuntime,
+        scheme: AuthScheme,
+        head: UpstreamRequest,
+    ) -> SignedBody:
+        """Read a body that must be signed whole: memory up to spool_bytes, a private file beyond.
+
+        ``head`` is the upstream request without its body: a scheme whose message
+        starts with what it holds hashes the body as it arrives. Refuses at
+        ``max_body_bytes`` without reading on; the spool is discarded on every
+        way out but success (then ``__call__`` closes the body).
+        """
         limit = route.route.max_body_bytes
-        chunks = bytearray()
+        spooler = BodySpooler(
+            route.route.spool_bytes,
+            route.route.spool_dir,
+            scheme.body_digests,
+            scheme.body_prefix(head) if scheme.needs_body else None,
+        )
         content = request.content
-        while True:
-            try:
-                chunk = await asyncio.wait_for(content.readany(), self.body_read_timeout)
-            except TimeoutError:
-                raise _client_timeout(route) from None
-            if not chunk:
-                break
-            chunks += chunk
-            if len(chunks) > limit:
-                raise BodyTooLarge(
-                    f"request body exceeds max_body_bytes={limit} for this route", route=route.name
-                )
-        return bytes(chunks)
+        try:
+            while True:
+                try:
+                    chunk = await asyncio.wait_for(content.readany(), self.body_read_timeout)
+                except TimeoutError:
+                    raise _client_timeout(route) from None
+                if not chunk:
+                    break
+                if spooler.size + len(chunk) > limit:
+                    raise BodyTooLarge(
+                        f"request body exceeds max_body_bytes={limit} for this route",
+                        route=route.name,
+                    )
+                await spooler.feed(chunk)
+            return await spooler.finish()
+        except BaseException:
+            spooler.discard()
+            raise
 
     async def _stream_back(
         self,

@@ -23,6 +23,15 @@ from typing import Literal
 from proxy.auth.base import AuthResult, AuthScheme, SchemeContext, SchemeOptions, UpstreamRequest
 from proxy.auth.digest import unix_seconds
 from proxy.auth.registry import register
+from proxy.body import (
+    BODY_BASE64,
+    Message,
+    SignedBody,
+    body_bytes,
+    body_size,
+    feed_message,
+    off_loop,
+)
 from proxy.secret import Secret, reveal
 
 HEADER = "Authorization"
@@ -48,13 +57,19 @@ class Apliiq(AuthScheme):
         self._app_id_b = self._app_id.encode()
         self._mac = hmac.new(options.shared_secret.reveal().encode(), digestmod=hashlib.sha256)
 
-    def string_to_sign(self, timestamp: int, nonce: str, body: bytes | None) -> bytes:
-        """``APPID + RTS + STATE + base64(body)`` (``""`` for an empty body)."""
+    def message(self, timestamp: int, nonce: str, size: int) -> Message:
+        """``APPID + RTS + STATE + base64(body)`` (``""`` for an empty body) as parts."""
+        head = self._app_id_b + b"%d" % timestamp + nonce.encode()
+        return (head, BODY_BASE64) if size else (head,)
+
+    def string_to_sign(self, timestamp: int, nonce: str, body: bytes | SignedBody | None) -> bytes:
+        """The message as bytes (an in-memory body)."""
+        data = body_bytes(body)
         return (
             self._app_id_b
             + b"%d" % timestamp
             + nonce.encode()
-            + (base64.b64encode(body) if body else b"")
+            + (base64.b64encode(data) if data else b"")
         )
 
     def signature(self, message: bytes) -> str:
@@ -67,11 +82,14 @@ class Apliiq(AuthScheme):
         return f"{AUTH_PREFIX}{timestamp}:{signature}:{self._app_id}:{nonce}"
 
     def sign(self, request: UpstreamRequest) -> AuthResult:
+        """Blocking for a spooled body (it is read and hashed): :meth:`apply` runs it off the loop."""
         clock = self.context.clock
         ts = unix_seconds(clock.time())
         nonce = clock.nonce()
-        sig = self.signature(self.string_to_sign(ts, nonce, request.body))
+        h = self._mac.copy()
+        feed_message(h, self.message(ts, nonce, body_size(request.body)), request.body)
+        sig = base64.b64encode(h.digest()).decode("ascii")
         return AuthResult(headers={HEADER: self.authorization(ts, sig, nonce)})
 
     async def apply(self, request: UpstreamRequest) -> AuthResult:
-        return self.sign(request)
+        return await off_loop(self.sign, request, request.body)

@@ -45,6 +45,7 @@ from yarl import URL
 
 from proxy.auth.base import AuthResult, AuthScheme, SchemeContext, SchemeOptions, UpstreamRequest
 from proxy.auth.registry import register
+from proxy.body import body_digest
 from proxy.secret import Secret, reveal, value_problem
 
 ALGORITHM = "AWS4-HMAC-SHA256"
@@ -214,9 +215,13 @@ def _host_header(scheme_host: str) -> str:
 
 
 def _payload_sha256(request: UpstreamRequest) -> str:
-    """Hex SHA-256 of the body: the one place the payload digest comes from."""
+    """Hex SHA-256 of the body: the one place the payload digest comes from.
+
+    For a body spooled to disk it was computed as the bytes arrived (the
+    scheme declares ``body_digests``), so signing never reads the file.
+    """
     body = request.body
-    return hashlib.sha256(body).hexdigest() if body else EMPTY_SHA256
+    return body_digest(body, "sha256") if body else EMPTY_SHA256
 
 
 def _hmac(key: bytes, msg: str) -> bytes:
@@ -239,6 +244,7 @@ class AwsSigV4(AuthScheme):
     name = "aws-sigv4"
     Options = AwsSigV4Options
     needs_body = True  # per instance: False with payload: unsigned (the body streams)
+    body_digests = frozenset({"sha256"})  # computed while a large body is spooled
     injected_headers = frozenset(
         {AUTHORIZATION, DATE_HEADER, TOKEN_HEADER, CONTENT_SHA256_HEADER}
     )

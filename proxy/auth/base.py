@@ -11,8 +11,10 @@ A scheme declares, as class attributes:
 - ``name``: the ``auth.scheme`` value that selects it;
 - ``Options``: a pydantic model of its config fields (``extra="forbid"``), so
   config validation, locations and did-you-mean come for free;
-- ``needs_body``: whether the pipeline must buffer the body (up to
+- ``needs_body``: whether the pipeline must read the body whole (up to
   ``max_body_bytes``) and pass it in ``UpstreamRequest.body``;
+- ``body_digests``: digests of the body the scheme uses (``sha256``,
+  ``md5``...), computed as the bytes arrive when the body is spooled to disk;
 - ``injected_headers``: header names it sets, always stripped from clients.
 """
 
@@ -25,6 +27,7 @@ from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict
 
+from proxy.body import BodyPrefix, SignedBody
 from proxy.clock import SYSTEM_CLOCK, Clock
 from proxy.secret import secret_values_in
 
@@ -43,14 +46,18 @@ class UpstreamRequest:
     ``path`` and ``query`` are raw (percent-encoded exactly as the client sent
     them, after the route prefix was replaced by the upstream base path);
     ``query`` has no leading ``?`` and is ``""`` when there is none. ``body``
-    is the exact bytes to be sent when the scheme asked for it, else None.
+    is the exact body to be sent when the scheme asked for it, else None:
+    ``bytes``, or from the pipeline a :class:`~proxy.body.SignedBody`, which
+    may be spooled to disk; schemes read it through the helpers of
+    :mod:`proxy.body` (``feed_message``, ``body_digest``, ``off_loop``) so both
+    work without loading a large body into memory.
     """
 
     method: str
     path: str
     query: str
     headers: Mapping[str, str]
-    body: bytes | None = None
+    body: bytes | SignedBody | None = None
     scheme_host: str = ""  # the upstream origin, e.g. "https://api.example.com" (aws-sigv4 signs its host)
 
     @property
@@ -98,6 +105,7 @@ class AuthScheme:
     name: ClassVar[str]
     Options: ClassVar[type[SchemeOptions]] = SchemeOptions
     needs_body: ClassVar[bool] = False
+    body_digests: ClassVar[frozenset[str]] = frozenset()
     injected_headers: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, options: SchemeOptions, context: SchemeContext) -> None:
@@ -112,6 +120,17 @@ class AuthScheme:
 
     async def apply(self, request: UpstreamRequest) -> AuthResult:
         raise NotImplementedError
+
+    def body_prefix(self, request: UpstreamRequest) -> BodyPrefix | None:
+        """A hash state fed ``prefix`` when the message is ``prefix + body + ...``.
+
+        Called before the body arrives (``request.body`` is None). The spooler
+        feeds the returned state every body byte, so signing a spooled body
+        needs no second pass over the file (see :func:`proxy.body.prehashed`).
+        None, the default, when the prefix depends on something known only
+        later (a timestamp read when the body is complete).
+        """
+        return None
 
     async def on_unauthorized(self, result: AuthResult) -> bool:
         """The upstream answered 401 to a request signed with ``result``.

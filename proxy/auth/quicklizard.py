@@ -29,6 +29,7 @@ from proxy.auth.base import (
 )
 from proxy.auth.digest import unix_ms
 from proxy.auth.registry import register
+from proxy.body import BODY, Message, SignedBody, body_bytes, body_size, feed_message, off_loop
 from proxy.secret import Secret, reveal
 
 KEY_HEADER = "API_KEY"
@@ -79,9 +80,15 @@ class Quicklizard(AuthScheme):
 
     timestamped_query = staticmethod(timestamped_query)
 
-    def string_to_sign(self, path: str, query: str, body: bytes | None) -> bytes:
-        """``path + query + body + api_secret`` (query already carrying ``qts``)."""
-        return (path + query).encode() + (body or b"") + self._secret_b
+    def message(self, path: str, query: str, size: int) -> Message:
+        """``path + query + body + api_secret`` (query already carrying ``qts``) as parts."""
+        if size:
+            return ((path + query).encode(), BODY, self._secret_b)
+        return ((path + query).encode(), self._secret_b)
+
+    def string_to_sign(self, path: str, query: str, body: bytes | SignedBody | None) -> bytes:
+        """The message as bytes (an in-memory body)."""
+        return (path + query).encode() + body_bytes(body) + self._secret_b
 
     @staticmethod
     def signature(message: bytes) -> str:
@@ -89,13 +96,15 @@ class Quicklizard(AuthScheme):
         return hashlib.sha256(message).hexdigest()
 
     def sign(self, request: UpstreamRequest) -> AuthResult:
+        """Blocking for a spooled body (it is read and hashed): :meth:`apply` runs it off the loop."""
         query = timestamped_query(request.query, unix_ms(self.context.clock.time()))
-        digest = hashlib.sha256(self.string_to_sign(request.path, query, request.body)).hexdigest()
+        h = hashlib.sha256()
+        feed_message(h, self.message(request.path, query, body_size(request.body)), request.body)
         return AuthResult(
-            headers={KEY_HEADER: self._api_key, DIGEST_HEADER: digest},
+            headers={KEY_HEADER: self._api_key, DIGEST_HEADER: h.hexdigest()},
             query=query,
             secret_headers=self._secret_headers,
         )
 
     async def apply(self, request: UpstreamRequest) -> AuthResult:
-        return self.sign(request)
+        return await off_loop(self.sign, request, request.body)

@@ -32,6 +32,19 @@ Bytes
     ``{body_or_empty_json}`` are refused there (a body could carry line breaks
     into a header; use ``{body_sha256}``, ``{body_md5}`` or ``{body_base64}``).
 
+Bodies spooled to disk
+    A body larger than ``spool_bytes`` is never loaded whole: ``{body_sha256}``
+    and ``{body_md5}`` were computed as it arrived (the scheme declares them in
+    ``body_digests``), and a message holding ``{body}``,
+    ``{body_or_empty_json}`` or ``{body_base64}`` is streamed through the
+    HMAC/digest in a worker thread (``RecipeSigning.message`` is then None);
+    when everything before a ``{body}`` is known before the body arrives
+    (method, path, query, vars) and the key is constant, that prefix and the
+    body are hashed as the bytes arrive and no second pass is needed.
+    Only a ``key``, header or query parameter that holds the body itself or
+    its base64 cannot work that way; such a request is answered
+    ``413 body_too_large``.
+
 One time, one nonce
     A request reads the clock once and asks for one nonce, and only when a
     template uses them; ``{timestamp}``, ``{timestamp_ms}`` and ``{nonce}``
@@ -69,6 +82,7 @@ from __future__ import annotations
 import base64
 import difflib
 import hashlib
+import hmac
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -90,8 +104,27 @@ from proxy.auth.base import (
     UpstreamRequest,
     set_query_params,
 )
-from proxy.auth.digest import drop_query_params, keyed_signer, make_signer, unix_times
+from proxy.auth.digest import (
+    ALGORITHMS,
+    drop_query_params,
+    encode_digest,
+    keyed_signer,
+    make_signer,
+    unix_times,
+)
 from proxy.auth.registry import register
+from proxy.body import (
+    BODY,
+    BODY_BASE64,
+    BodyPrefix,
+    MessagePart,
+    body_digest,
+    feed_message,
+    is_spooled,
+    off_loop,
+    prehashed,
+)
+from proxy.errors import BodyTooLarge
 from proxy.secret import MASK, Secret, reveal
 
 BUILTIN_PLACEHOLDERS: tuple[str, ...] = (
@@ -115,7 +148,9 @@ BODY_PLACEHOLDERS = frozenset(
     {"body", "body_or_empty_json", "body_base64", "body_sha256", "body_md5"}
 )
 RAW_BODY_PLACEHOLDERS = frozenset({"body", "body_or_empty_json"})
+INLINE_BODY_PLACEHOLDERS = RAW_BODY_PLACEHOLDERS | {"body_base64"}  # the body itself, not a digest
 _TIME = frozenset({"timestamp", "timestamp_ms"})
+_KNOWN_BEFORE_BODY = frozenset({"method", "method_lower", "path", "query", "path_query"})
 _NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _TOKEN_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")  # RFC 9110 field-name
 
@@ -360,7 +395,7 @@ class RecipeOptions(SchemeOptions):
 class RecipeSigning:
     """Every step of one signature: for tests, ``signet sign`` and debugging."""
 
-    message: bytes | None
+    message: bytes | None  # None too when the body was spooled (the message was streamed)
     signature: str | None
     headers: dict[str, str]
     query: str | None
@@ -388,26 +423,38 @@ class HmacRecipe(AuthScheme):
 
         # message and key
         self._message: _Compiled | None = None
+        self._message_t: Template | None = None
         self._signer = None
         self._keyed = None
         self._key: _Compiled | None = None
+        self._key_t: Template | None = None
+        self._stream_base: Any = None  # hash/HMAC state to copy for a streamed (spooled) message
+        inline: set[str] = set()  # placeholders that put the body itself outside the message
+        ctor = self._ctor = ALGORITHMS[options.algorithm]
+        self._encoding = options.encoding
         if options.message is not None:
-            self._message = bound(options.message).compile()
+            self._message_t = bound(options.message)
+            self._message = self._message_t.compile()
             if options.key is None:
                 self._signer = make_signer(options.algorithm, options.encoding, None)
+                self._stream_base = ctor()
             else:
                 key = bound(options.key)
+                inline |= key.names & INLINE_BODY_PLACEHOLDERS
                 if key.names:
+                    self._key_t = key
                     self._key = key.compile()
                     self._keyed = keyed_signer(options.algorithm, options.encoding)
                 else:
                     self._signer = make_signer(options.algorithm, options.encoding, key.render({}))
+                    self._stream_base = hmac.new(key.render({}), digestmod=ctor)
 
         # headers: constant ones rendered now
         self._const_headers: dict[str, str] = {}
         self._dyn_headers: list[tuple[str, bytes, tuple[str, ...]]] = []
         for name, template in options.headers.items():
             t = bound(template)
+            inline |= t.names & INLINE_BODY_PLACEHOLDERS
             if t.names:
                 self._dyn_headers.append((name, *t.compile()))
             else:
@@ -421,12 +468,17 @@ class HmacRecipe(AuthScheme):
         self._post_query: list[tuple[str, bytes, tuple[str, ...]]] = []
         for name, template in options.query.items():
             t = bound(template)
+            inline |= t.names & INLINE_BODY_PLACEHOLDERS
             late = "signature" in t.names
             (self._post_query if late else self._pre_query).append((name, *t.compile()))
         self._post_names = frozenset(name for name, _, _ in self._post_query)
         self._sets_query = bool(options.query)
 
         self.needs_body = bool(used & BODY_PLACEHOLDERS)  # type: ignore[misc]
+        self.body_digests = frozenset(  # type: ignore[misc]
+            name for name in ("sha256", "md5") if f"body_{name}" in used
+        )
+        self._inline = frozenset(inline)
         self.injected_headers = frozenset(options.headers)  # type: ignore[misc]
         self._used = frozenset(used)
         self._need_method = bool(used & {"method", "method_lower"})
@@ -435,6 +487,50 @@ class HmacRecipe(AuthScheme):
         self._need_nonce = "nonce" in used
         self._need_query = "query" in used
         self._need_path_query = "path_query" in used
+        self._prefix_at = self._find_body_prefix()
+
+    def _find_body_prefix(self) -> int | None:
+        """Index of the message's ``{body}`` when all before it is known before the body.
+
+        Then the spooler hashes the prefix and the body as they arrive. Not when
+        a timestamp or nonce comes first, a query parameter is added before
+        signing, the key is per request, or the body appears again later.
+        """
+        if self._message_t is None or self._stream_base is None or self._pre_query:
+            return None
+        parts = self._message_t.parts
+        for i, part in enumerate(parts):
+            if not isinstance(part, str):
+                continue
+            if part in RAW_BODY_PLACEHOLDERS:
+                later = {p for p in parts[i + 1 :] if isinstance(p, str)}
+                return None if later & INLINE_BODY_PLACEHOLDERS else i
+            if part not in _KNOWN_BEFORE_BODY:
+                return None
+        return None
+
+    def _prefix_bytes(self, request: UpstreamRequest) -> bytes:
+        assert self._message_t is not None and self._prefix_at is not None
+        query = request.query
+        if self._post_names:
+            query = drop_query_params(query, self._post_names)
+        v = {
+            "method": request.method.encode(),
+            "method_lower": request.method.lower().encode(),
+            "path": request.path.encode(),
+            "query": query.encode(),
+            "path_query": (f"{request.path}?{query}" if query else request.path).encode(),
+        }
+        head = self._message_t.parts[: self._prefix_at]
+        return b"".join(p if isinstance(p, bytes) else v[p] for p in head)
+
+    def body_prefix(self, request: UpstreamRequest) -> BodyPrefix | None:
+        if self._prefix_at is None:
+            return None
+        prefix = self._prefix_bytes(request)
+        h = self._stream_base.copy()
+        h.update(prefix)
+        return BodyPrefix(self, prefix, h)
 
     def render(self, request: UpstreamRequest) -> RecipeSigning:
         """Compute everything for one request (one clock read, one nonce)."""
@@ -446,8 +542,15 @@ class HmacRecipe(AuthScheme):
             v["method_lower"] = method.lower().encode()
         if self._need_path:
             v["path"] = request.path.encode()
-        if self.needs_body:
+        spooled = is_spooled(request.body)
+        if spooled:
+            self._check_spoolable()
+            for name in self.body_digests:
+                v[f"body_{name}"] = body_digest(request.body, name).encode()
+        elif self.needs_body:
             body = request.body or b""
+            if not isinstance(body, bytes):
+                body = body.data
             v["body"] = body
             if "body_or_empty_json" in used:
                 v["body_or_empty_json"] = body or b"{}"
@@ -479,7 +582,10 @@ class HmacRecipe(AuthScheme):
             v["path_query"] = (f"{request.path}?{query}" if query else request.path).encode()
 
         message = signature = None
-        if self._message is not None:
+        if spooled and self._message_t is not None:
+            signature = self._streamed_signature(request, v)
+            v["signature"] = signature.encode()
+        elif self._message is not None:
             fmt, names = self._message
             message = fmt % tuple([v[n] for n in names])
             if self._signer is not None:
@@ -499,6 +605,42 @@ class HmacRecipe(AuthScheme):
             )
         return RecipeSigning(message, signature, headers, query if self._sets_query else None)
 
+    def _check_spoolable(self) -> None:
+        if self._inline:
+            raise BodyTooLarge(
+                f"this recipe puts {_braced(sorted(self._inline))} in its key, a header or "
+                "a query parameter, which works only for bodies up to spool_bytes",
+                route=self.context.route,
+            )
+
+    def _streamed_signature(self, request: UpstreamRequest, v: dict[str, bytes]) -> str:
+        """The signature of a message holding a spooled body, streamed from its file."""
+        assert self._message_t is not None and request.body is not None
+        empty = len(request.body) == 0
+        parts: list[MessagePart] = []
+        for part in self._message_t.parts:
+            if isinstance(part, bytes):
+                parts.append(part)
+            elif part == "body" or (part == "body_or_empty_json" and not empty):
+                parts.append(BODY)
+            elif part == "body_or_empty_json":
+                parts.append(b"{}")
+            elif part == "body_base64":
+                parts.append(BODY_BASE64)
+            else:
+                parts.append(v[part])
+        if self._prefix_at is not None:
+            h = prehashed(request.body, self, self._prefix_bytes(request))
+            if h is not None:  # prefix and body hashed while spooling: only the rest is left
+                feed_message(h, parts[self._prefix_at + 1 :], request.body)
+                return encode_digest(h.digest(), self._encoding)
+        if self._key_t is not None:
+            h = hmac.new(self._key_t.render(v), digestmod=self._ctor)
+        else:
+            h = self._stream_base.copy()
+        feed_message(h, parts, request.body)
+        return encode_digest(h.digest(), self._encoding)
+
     def secret_values(self) -> Iterable[str]:
         """The secret ``vars`` and every template given directly as a secret reference."""
         yield from super().secret_values()
@@ -509,8 +651,11 @@ class HmacRecipe(AuthScheme):
                 yield t.render({}).decode()
 
     def sign(self, request: UpstreamRequest) -> AuthResult:
+        """Blocking for a spooled body (it is read and hashed): :meth:`apply` runs it off the loop."""
         r = self.render(request)
         return AuthResult(headers=r.headers, query=r.query, secret_headers=self._secret_headers)
 
     async def apply(self, request: UpstreamRequest) -> AuthResult:
-        return self.sign(request)
+        if is_spooled(request.body):
+            self._check_spoolable()  # refuse before the clock is read or a thread taken
+        return await off_loop(self.sign, request, request.body)

@@ -10,7 +10,8 @@ From the vendor's "Authentication" page:
   body is empty.
 
 The body is used as bytes: the message is built by concatenating bytes, so a
-body that is not UTF-8 is signed exactly as it is sent.
+body that is not UTF-8 is signed exactly as it is sent. A body spooled to disk
+is streamed through the HMAC in a worker thread (:mod:`proxy.body`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,17 @@ from typing import Literal
 from proxy.auth.base import AuthResult, AuthScheme, SchemeContext, SchemeOptions, UpstreamRequest
 from proxy.auth.digest import unix_seconds
 from proxy.auth.registry import register
+from proxy.body import (
+    BODY,
+    BodyPrefix,
+    Message,
+    SignedBody,
+    body_bytes,
+    body_size,
+    feed_message,
+    off_loop,
+    prehashed,
+)
 from proxy.secret import Secret, reveal
 
 KEY_HEADER = "X-Api-Key"
@@ -90,10 +102,21 @@ class ThreeClicksStrict(AuthScheme):
             frozenset({KEY_HEADER}) if isinstance(options.api_key, Secret) else frozenset()
         )
 
-    def string_to_sign(self, method: str, body: bytes | None, timestamp: int) -> bytes:
-        """``api_key + api_secret + lower(method) + (body or "{}") + timestamp`` as bytes."""
-        data = body or EMPTY_BODY_DATA
-        return self._prefix + method.lower().encode() + data + b"%d" % timestamp
+    def head(self, method: str) -> bytes:
+        """``api_key + api_secret + lower(method)``: the message up to the body."""
+        return self._prefix + method.lower().encode()
+
+    def message(self, method: str, size: int, timestamp: int) -> Message:
+        """``api_key + api_secret + lower(method) + (body or "{}") + timestamp`` as parts."""
+        data = BODY if size else EMPTY_BODY_DATA
+        return (self.head(method), data, b"%d" % timestamp)
+
+    def string_to_sign(
+        self, method: str, body: bytes | SignedBody | None, timestamp: int
+    ) -> bytes:
+        """The message as bytes (an in-memory body)."""
+        message = self.message(method, body_size(body), timestamp)
+        return b"".join(p if isinstance(p, bytes) else body_bytes(body) for p in message)
 
     def signature(self, message: bytes) -> str:
         """Lower-case hex HMAC-SHA256 of ``message`` keyed with the api secret."""
@@ -101,13 +124,31 @@ class ThreeClicksStrict(AuthScheme):
         h.update(message)
         return h.hexdigest()
 
+    def body_prefix(self, request: UpstreamRequest) -> BodyPrefix | None:
+        prefix = self.head(request.method)
+        h = self._mac.copy()
+        h.update(prefix)
+        return BodyPrefix(self, prefix, h)
+
     def sign(self, request: UpstreamRequest) -> AuthResult:
+        """Blocking for a spooled body (it is read and hashed): :meth:`apply` runs it off the loop."""
         ts = unix_seconds(self.context.clock.time())
-        sig = self.signature(self.string_to_sign(request.method, request.body, ts))
+        h = prehashed(request.body, self, self.head(request.method))  # fed while spooling
+        if h is not None:
+            h.update(b"%d" % ts)  # the timestamp, read now that the body is complete
+        else:
+            h = self._mac.copy()
+            feed_message(h, self.message(request.method, body_size(request.body), ts), request.body)
         return AuthResult(
-            headers={KEY_HEADER: self._api_key, TIMESTAMP_HEADER: str(ts), SIGNATURE_HEADER: sig},
+            headers={
+                KEY_HEADER: self._api_key,
+                TIMESTAMP_HEADER: str(ts),
+                SIGNATURE_HEADER: h.hexdigest(),
+            },
             secret_headers=self._secret_headers,
         )
 
     async def apply(self, request: UpstreamRequest) -> AuthResult:
-        return self.sign(request)
+        if prehashed(request.body, self, self.head(request.method)) is not None:
+            return self.sign(request)  # only the timestamp is left to hash
+        return await off_loop(self.sign, request, request.body)

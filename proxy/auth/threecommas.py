@@ -15,6 +15,17 @@ from typing import Literal
 
 from proxy.auth.base import AuthResult, AuthScheme, SchemeContext, SchemeOptions, UpstreamRequest
 from proxy.auth.registry import register
+from proxy.body import (
+    BODY,
+    BodyPrefix,
+    Message,
+    SignedBody,
+    body_bytes,
+    body_size,
+    feed_message,
+    off_loop,
+    prehashed,
+)
 from proxy.secret import Secret, reveal
 
 KEY_HEADER = "Apikey"
@@ -27,11 +38,21 @@ class ThreeCommasOptions(SchemeOptions):
     secret: Secret
 
 
-def string_to_sign(path: str, query: str, body: bytes | None) -> bytes:
-    """``path + ('?' + query if query) + body`` as bytes (body used as is)."""
+def head(path: str, query: str) -> bytes:
+    """``path + ('?' + query if query)``: the message up to the body."""
+    return f"{path}?{query}".encode() if query else path.encode()
+
+
+def message(path: str, query: str, size: int) -> Message:
+    """``path + ('?' + query if query) + body`` as parts (body used as is)."""
+    return (head(path, query), BODY) if size else (head(path, query),)
+
+
+def string_to_sign(path: str, query: str, body: bytes | SignedBody | None) -> bytes:
+    """The message as bytes (an in-memory body)."""
     if query:
-        return f"{path}?{query}".encode() + (body or b"")
-    return path.encode() + (body or b"")
+        return f"{path}?{query}".encode() + body_bytes(body)
+    return path.encode() + body_bytes(body)
 
 
 @register
@@ -50,6 +71,7 @@ class ThreeCommas(AuthScheme):
         )
 
     string_to_sign = staticmethod(string_to_sign)
+    message = staticmethod(message)
 
     def signature(self, message: bytes) -> str:
         """Hex HMAC-SHA256 of ``message`` keyed with ``secret``."""
@@ -57,12 +79,25 @@ class ThreeCommas(AuthScheme):
         h.update(message)
         return h.hexdigest()
 
+    def body_prefix(self, request: UpstreamRequest) -> BodyPrefix | None:
+        prefix = head(request.path, request.query)
+        h = self._mac.copy()
+        h.update(prefix)
+        return BodyPrefix(self, prefix, h)
+
     def sign(self, request: UpstreamRequest) -> AuthResult:
-        sig = self.signature(string_to_sign(request.path, request.query, request.body))
+        """Blocking for a spooled body (it is read and hashed): :meth:`apply` runs it off the loop."""
+        h = prehashed(request.body, self, head(request.path, request.query))  # while spooling
+        if h is None:
+            h = self._mac.copy()
+            parts = message(request.path, request.query, body_size(request.body))
+            feed_message(h, parts, request.body)
         return AuthResult(
-            headers={KEY_HEADER: self._api_key, SIGNATURE_HEADER: sig},
+            headers={KEY_HEADER: self._api_key, SIGNATURE_HEADER: h.hexdigest()},
             secret_headers=self._secret_headers,
         )
 
     async def apply(self, request: UpstreamRequest) -> AuthResult:
-        return self.sign(request)
+        if prehashed(request.body, self, head(request.path, request.query)) is not None:
+            return self.sign(request)  # only the digest is left to compute
+        return await off_loop(self.sign, request, request.body)

@@ -77,11 +77,15 @@ class RouteTimeoutModel(_Model):
 class TLSModel(_Model):
     verify: bool = True
     ca_file: Text | None = None
+    cert_file: Text | None = None  # client certificate (mTLS), PEM
+    key_file: Text | None = None  # its private key; None when cert_file holds both
 
 
 class RouteTLSModel(_Model):
     verify: bool | None = None
     ca_file: Text | None = None
+    cert_file: Text | None = None
+    key_file: Text | None = None
 
 
 class DefaultsModel(_Model):
@@ -146,6 +150,8 @@ class Timeouts:
 class TLSSettings:
     verify: bool
     ca_file: str | None
+    cert_file: str | None = None
+    key_file: str | None = None
 
 
 @dataclass(frozen=True)
@@ -633,12 +639,18 @@ def _build_settings(
         tls = TLSSettings(
             verify=d.tls.verify if rtls.verify is None else rtls.verify,
             ca_file=rtls.ca_file if rtls.ca_file is not None else d.tls.ca_file,
+            # a route's cert_file brings its own key_file: never mix a route cert with a default key
+            cert_file=rtls.cert_file if rtls.cert_file is not None else d.tls.cert_file,
+            key_file=rtls.key_file if rtls.cert_file is not None else d.tls.key_file,
         )
+        tls_loc = (*loc, "tls") if r.tls else ("defaults", "tls")
         if tls.ca_file and not os.access(tls.ca_file, os.R_OK):
-            problems.add(
-                (*loc, "tls", "ca_file") if r.tls else ("defaults", "tls", "ca_file"),
-                f"cannot read CA file {tls.ca_file!r}",
-            )
+            problems.add((*tls_loc, "ca_file"), f"cannot read CA file {tls.ca_file!r}")
+        for key, path in (("cert_file", tls.cert_file), ("key_file", tls.key_file)):
+            if path and not os.access(path, os.R_OK):
+                problems.add((*tls_loc, key), f"cannot read {key.replace('_', ' ')} {path!r}")
+        if tls.key_file and not tls.cert_file:
+            problems.add((*tls_loc, "key_file"), "key_file needs cert_file (the client certificate)")
         if built is None or url is None:
             continue
         scheme_cls, options = built

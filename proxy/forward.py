@@ -17,12 +17,12 @@ import json
 import logging
 import random
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict, istr
-from yarl import URL
 
 from proxy.auth import UpstreamRequest
 from proxy.errors import (
@@ -33,15 +33,14 @@ from proxy.errors import (
     Overloaded,
     ProxyAuthRequired,
     RequestError,
-    UpstreamTimeout,
-    UpstreamUnreachable,
 )
 from proxy.log import enabled as log_enabled
 from proxy.log import get_logger
 from proxy.metrics import Metrics, status_class
-from proxy.neterrors import client_error_reason, is_tls_failure
+from proxy.neterrors import mid_body_failure, upstream_failure
 from proxy.routes import check_request_target
 from proxy.runtime import RESPONSE_STRIPPED, RouteRuntime, Runtime
+from proxy.upstream import RequestBodyFailed, UpstreamError, UpstreamResponse
 
 log = get_logger("signet.request")
 
@@ -52,11 +51,15 @@ PROXY_AUTHORIZATION = istr("Proxy-Authorization")
 CONNECTION = istr("Connection")
 CONTENT_LENGTH = istr("Content-Length")
 HOST = istr("Host")
-_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+SERVER = istr("Server")
 
 
 class _BodyStalled(BadRequest):
     """The client stopped sending its body: answered 400 and the connection closed."""
+
+
+class _ClientBodyError(Exception):
+    """Raised into the upstream upload when the client's body stalls."""
 
 
 class _Aborted(Exception):
@@ -78,6 +81,14 @@ class _ProxyResponse(web.StreamResponse):
     """
 
     _send_headers_immediately = False
+    keep_server = True  # False: the upstream sent no Server header, so none is added
+
+    async def _prepare_headers(self) -> None:
+        # aiohttp adds "Server: Python/x aiohttp/y" to every response; a relayed
+        # answer carries the upstream's Server header or none at all
+        await super()._prepare_headers()
+        if not self.keep_server:
+            self.headers.popall(SERVER, None)
 
 
 class ProxyHandler:
@@ -247,6 +258,7 @@ class ProxyHandler:
         elif has_body:
             stream = _count_body(request, self.body_read_timeout, info)
 
+        length = request.content_length if stream is not None else None
         attempt = 0
         while True:
             attempt += 1
@@ -264,34 +276,33 @@ class ProxyHandler:
             for k, v in result.headers.items():
                 headers[k] = v
             final_query = query if result.query is None else result.query
-            url = URL(route.upstream_url(upstream_path, final_query), encoded=True)
-            data: Any = body if body is not None else stream
+            target = upstream_path + "?" + final_query if final_query else upstream_path
             t0 = time.perf_counter()
             try:
-                upstream = await route.session.request(
+                upstream = await route.pool.request(
                     request.method,
-                    url,
-                    headers=headers,
-                    data=data if (has_body or body) else None,
-                    allow_redirects=False,
-                    timeout=route.timeout,
-                    compress=False,
-                    chunked=None,
+                    target,
+                    headers.items(),
+                    body if body is not None else stream,
+                    length=length,
+                    connect_timeout=route.connect_timeout,
+                    read_timeout=route.read_timeout,
                 )
-            except TimeoutError as exc:
-                raise UpstreamTimeout(_timeout_message(route, exc), route=route.name) from None
-            except aiohttp.ClientError as exc:
-                if info.get("body_stalled"):  # the client's body stalled, not the upstream
+            except RequestBodyFailed:
+                # the client's side failed: its body stalled, or it went away mid-upload
+                if info.get("body_stalled"):
                     raise _client_timeout(route) from None
-                if (
-                    attempt == 1
-                    and isinstance(exc, aiohttp.ServerDisconnectedError)
-                    and request.method in _IDEMPOTENT
-                    and (stream is None)
-                ):
-                    continue  # a pooled keep-alive connection died under us: one fresh try
-                raise UpstreamUnreachable(
-                    _unreachable_message(route, exc), route=route.name
+                raise _BodyStalled(
+                    "the request body could not be read (client disconnected?)", route=route.name
+                ) from None
+            except UpstreamError as exc:
+                url = route.route.upstream
+                raise upstream_failure(
+                    exc,
+                    route=route.name,
+                    host=url.host or "",
+                    port=url.port,
+                    read_timeout=route.read_timeout,
                 ) from None
             upstream_ms = (time.perf_counter() - t0) * 1000
             info["upstream_ms"] = round(upstream_ms, 3)
@@ -330,61 +341,53 @@ class ProxyHandler:
     async def _stream_back(
         self,
         request: web.BaseRequest,
-        upstream: aiohttp.ClientResponse,
+        upstream: UpstreamResponse,
         route: RouteRuntime,
         rid: str,
         info: dict[str, Any],
     ) -> web.StreamResponse:
         try:
-            response = _ProxyResponse(status=upstream.status, reason=upstream.reason)
+            response = _ProxyResponse(status=upstream.status, reason=upstream.reason or None)
             out = response.headers
-            for name, value in upstream.headers.items():
-                if name.lower() not in RESPONSE_STRIPPED:
+            fields = upstream.headers
+            hop = RESPONSE_STRIPPED
+            for name, value in fields:  # every Connection header names more hop-by-hop ones
+                if name.lower() == "connection":
+                    hop = hop | {t.strip().lower() for t in value.split(",")}
+            for name, value in fields:
+                if name.lower() not in hop:
                     out.add(name, value)
             out[X_REQUEST_ID] = rid
+            response.keep_server = SERVER in out
+            if request.version < aiohttp.HttpVersion11 and CONTENT_LENGTH not in out:
+                response.force_close()  # HTTP/1.0 sees the end of a length-less body by the close
             info["status_sent"] = upstream.status
             info["response"] = response
             await response.prepare(request)  # head buffered: leaves with the first body bytes
             written = 0
-            content = upstream.content
-            first = True
-            while True:
-                try:
-                    if first:
-                        first = False
-                        chunk = content.read_nowait()  # what arrived with the upstream's head
-                        if not chunk and not content.at_eof():
-                            await response.write(b"")  # nothing yet: send the head now, never hold it
-                            chunk = await content.readany()
-                    else:
-                        chunk = await content.readany()
-                except TimeoutError:
-                    _abort(request)  # the client must see a truncated response, not a complete one
-                    raise _Aborted(
-                        "upstream_timeout",
-                        f"upstream sent nothing for {route.route.timeout.read}s mid-body",
-                    ) from None
-                except aiohttp.ClientError as exc:
-                    _abort(request)
-                    raise _Aborted(
-                        "upstream_reset",
-                        f"upstream connection failed mid-body: {type(exc).__name__}",
-                    ) from None
-                if not chunk:
-                    break
-                try:
-                    await response.write(chunk)
-                except ConnectionError:  # includes aiohttp's ClientConnectionResetError
-                    raise _Aborted(
-                        "client_disconnected", "client disconnected mid-response"
-                    ) from None
-                written += len(chunk)
-                info["bytes_out"] = written  # kept current: every way out logs it
+            try:
+                chunk = upstream.read_nowait()  # what arrived with the upstream's head
+                if not chunk and not upstream.at_eof:
+                    await response.write(b"")  # nothing yet: send the head now, never hold it
+                    chunk = await upstream.read()
+                while chunk:
+                    try:
+                        await response.write(chunk)
+                    except ConnectionError:  # includes aiohttp's ClientConnectionResetError
+                        raise _Aborted(
+                            "client_disconnected", "client disconnected mid-response"
+                        ) from None
+                    written += len(chunk)
+                    info["bytes_out"] = written  # kept current: every way out logs it
+                    chunk = await upstream.read()
+            except UpstreamError as exc:
+                _abort(request)  # the client must see a truncated response, not a complete one
+                raise _Aborted(*mid_body_failure(exc, route.read_timeout)) from None
             await response.write_eof()
             return response
         finally:
-            if upstream.content.is_eof():
-                upstream.release()  # back to the pool for keep-alive
+            if upstream.at_eof:
+                upstream.release()  # back to the pool for keep-alive, if it ended cleanly
             else:
                 upstream.close()  # half-read: the connection cannot be reused
 
@@ -478,7 +481,9 @@ async def _send_continue(request: web.BaseRequest) -> None:
         await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
 
-async def _count_body(request: web.BaseRequest, read_timeout: float, info: dict[str, Any]):  # type: ignore[no-untyped-def]
+async def _count_body(
+    request: web.BaseRequest, read_timeout: float, info: dict[str, Any]
+) -> AsyncIterator[bytes]:
     """Stream the client's body upstream, counting bytes, with a per-read timeout (slowloris)."""
     content = request.content
     total = 0
@@ -487,7 +492,7 @@ async def _count_body(request: web.BaseRequest, read_timeout: float, info: dict[
             chunk = await asyncio.wait_for(content.readany(), read_timeout)
         except TimeoutError:
             info["body_stalled"] = True
-            raise aiohttp.ClientPayloadError("client body stalled") from None
+            raise _ClientBodyError("client body stalled") from None
         if not chunk:
             break
         total += len(chunk)
@@ -515,16 +520,3 @@ def _abort(request: web.BaseRequest) -> None:
     transport = request.transport
     if transport is not None:
         transport.abort()
-
-
-def _timeout_message(route: RouteRuntime, exc: BaseException) -> str:
-    if isinstance(exc, aiohttp.ConnectionTimeoutError):
-        return f"connecting to the upstream took longer than {route.route.timeout.connect}s"
-    return f"the upstream sent nothing for {route.route.timeout.read}s"
-
-
-def _unreachable_message(route: RouteRuntime, exc: aiohttp.ClientError) -> str:
-    url = route.route.upstream
-    hint = " (a private CA? set tls.ca_file)" if is_tls_failure(exc) else ""
-    what = "cannot connect to upstream" if isinstance(exc, aiohttp.ClientConnectorError) else "upstream"
-    return f"{what} {url.host}:{url.port}: {client_error_reason(exc)}{hint}"

@@ -14,7 +14,6 @@ import ssl
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
 from multidict import istr
 
 from proxy.auth import AuthScheme, SchemeContext, all_injected_headers
@@ -23,6 +22,7 @@ from proxy.config import Client, Route, Settings
 from proxy.metrics import Metrics
 from proxy.routes import PrefixTable
 from proxy.secret import reveal
+from proxy.upstream import Origin, Pool, client_context
 
 # Hop-by-hop (RFC 9110 §7.6.1) plus what the contract always strips.
 ALWAYS_STRIPPED = frozenset(
@@ -69,24 +69,7 @@ RESPONSE_STRIPPED = frozenset(
     )
 )
 
-STREAM_BUFSIZE = 256 * 1024
-
-
-class _StrictConnector(aiohttp.TCPConnector):
-    """A pool that never reuses a connection the upstream wrote to while it was idle.
-
-    aiohttp parses bytes that arrive on a pooled keep-alive connection and
-    hands them to the next request as its response: an upstream that sends an
-    extra response (or garbage) would shift every later answer on that
-    connection to the wrong client. Such a connection is closed instead.
-    """
-
-    async def _get(self, key: Any, traces: Any) -> Any:
-        while True:
-            conn = await super()._get(key, traces)
-            if conn is None or not conn.protocol.should_close:
-                return conn
-            conn.close()
+MAX_IDLE = 30.0  # seconds an idle upstream keep-alive connection is kept
 
 
 @dataclass(eq=False)
@@ -95,8 +78,9 @@ class RouteRuntime:
 
     route: Route
     scheme: AuthScheme
-    session: aiohttp.ClientSession
-    timeout: aiohttp.ClientTimeout
+    pool: Pool
+    connect_timeout: float
+    read_timeout: float
     stripped: frozenset[str]
     set_headers: tuple[tuple[istr, str], ...]
     base_path: str  # upstream base path, no trailing slash ('' for the root)
@@ -119,12 +103,16 @@ class RouteRuntime:
         return self.origin + path + ("?" + query if query else "")
 
 
-def ssl_context_for(route: Route) -> ssl.SSLContext | bool:
-    if not route.tls.verify:
-        return False
-    if route.tls.ca_file:
-        return ssl.create_default_context(cafile=route.tls.ca_file)
-    return True
+def ssl_context_for(route: Route) -> ssl.SSLContext:
+    tls = route.tls
+    return client_context(tls.verify, tls.ca_file, tls.cert_file, tls.key_file)
+
+
+def origin_of(route: Route) -> Origin:
+    url = route.upstream
+    scheme = url.scheme
+    port = url.port or (443 if scheme == "https" else 80)
+    return Origin(scheme, url.raw_host or "", port)
 
 
 class Runtime:
@@ -137,32 +125,19 @@ class Runtime:
         self.active = 0  # requests currently using this runtime
         self._idle = asyncio.Event()
         self._idle.set()
-        self._sessions: dict[tuple[Any, ...], aiohttp.ClientSession] = {}
+        self._pools: dict[tuple[Any, ...], Pool] = {}
         self.routes: list[RouteRuntime] = []
         self.table: PrefixTable[RouteRuntime] = PrefixTable([])
         self.clients: tuple[Client, ...] | None = settings.clients
 
-    def _session_for(self, route: Route) -> aiohttp.ClientSession:
-        key = (route.origin, route.tls.verify, route.tls.ca_file)
-        session = self._sessions.get(key)
-        if session is None:
-            connector = _StrictConnector(
-                limit=0,  # per-route max_in_flight bounds concurrency instead
-                ssl=ssl_context_for(route),
-                keepalive_timeout=30,
-                ttl_dns_cache=60,
-            )
-            session = aiohttp.ClientSession(
-                connector=connector,
-                cookie_jar=aiohttp.DummyCookieJar(),
-                auto_decompress=False,
-                skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
-                trust_env=False,
-                requote_redirect_url=False,
-                read_bufsize=STREAM_BUFSIZE,
-            )
-            self._sessions[key] = session
-        return session
+    def _pool_for(self, route: Route) -> Pool:
+        key = (route.origin, route.tls)
+        pool = self._pools.get(key)
+        if pool is None:
+            origin = origin_of(route)
+            context = ssl_context_for(route) if origin.scheme == "https" else None
+            pool = self._pools[key] = Pool(origin, context, max_idle=MAX_IDLE)
+        return pool
 
     async def start(self) -> None:
         injected = all_injected_headers()
@@ -184,10 +159,9 @@ class Runtime:
                     RouteRuntime(
                         route=route,
                         scheme=scheme,
-                        session=self._session_for(route),
-                        timeout=aiohttp.ClientTimeout(
-                            total=None, connect=route.timeout.connect, sock_read=route.timeout.read
-                        ),
+                        pool=self._pool_for(route),
+                        connect_timeout=route.timeout.connect,
+                        read_timeout=route.timeout.read,
                         stripped=ALWAYS_STRIPPED
                         | injected
                         | {h.lower() for h in route.strip_headers}
@@ -234,6 +208,6 @@ class Runtime:
         for r in self.routes:
             with contextlib.suppress(Exception):  # closing must go on for the others
                 await r.scheme.close()
-        for session in self._sessions.values():
-            await session.close()
-        self._sessions.clear()
+        pools = list(self._pools.values())
+        self._pools.clear()
+        await asyncio.gather(*(p.close() for p in pools))

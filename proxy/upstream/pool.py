@@ -1,0 +1,259 @@
+"""Per-origin keep-alive pools and the one call the pipeline makes: :meth:`Pool.request`.
+
+A pool holds idle connections to one origin (scheme, host, port, TLS
+settings), newest first, each dropped after ``max_idle`` seconds. A new
+connection resolves DNS afresh (``create_connection`` calls getaddrinfo), so
+a vendor moving addresses is followed without a cache to expire.
+
+Retry: once, only when a *reused* connection closed before a single answer
+byte (the upstream dropped an idle keep-alive connection while the request
+was on its way) and only when the request may be repeated (idempotent method,
+body held in memory). Everything else surfaces as an
+:mod:`~proxy.upstream.errors` exception.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
+from dataclasses import dataclass
+
+from proxy.upstream.connection import UpstreamConnection
+from proxy.upstream.errors import ConnectFailed, ConnectTimeout, StaleConnection
+from proxy.upstream.head import request_head
+
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+
+Body = bytes | AsyncIterable[bytes] | None
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    scheme: str  # "http" | "https"
+    host: str
+    port: int
+
+    @property
+    def host_header(self) -> str:
+        default = 443 if self.scheme == "https" else 80
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return host if self.port == default else f"{host}:{self.port}"
+
+
+Opener = Callable[
+    [Origin, "ssl.SSLContext | None", Callable[[], UpstreamConnection]], Awaitable[UpstreamConnection]
+]
+
+
+async def open_direct(
+    origin: Origin, context: ssl.SSLContext | None, factory: Callable[[], UpstreamConnection]
+) -> UpstreamConnection:
+    """TCP (and TLS with SNI) straight to the origin; DNS resolved now."""
+    loop = asyncio.get_running_loop()
+    _, conn = await loop.create_connection(
+        factory,
+        origin.host,
+        origin.port,
+        ssl=context,
+        server_hostname=origin.host if context is not None else None,
+    )
+    return conn
+
+
+class UpstreamResponse:
+    """The answer's head plus a pull-based body; give the connection back with release/close."""
+
+    __slots__ = ("_conn", "_done", "_pool", "raw_headers", "reason", "status", "version")
+
+    def __init__(self, pool: Pool, conn: UpstreamConnection) -> None:
+        self._pool = pool
+        self._conn = conn
+        self._done = False
+        self.status = conn.status
+        self.reason = conn.reason.decode("latin-1")
+        self.version = conn.version
+        self.raw_headers = conn.headers
+
+    @property
+    def headers(self) -> list[tuple[str, str]]:
+        """Names and values as str; bytes round-trip (UTF-8 with surrogateescape)."""
+        return [
+            (n.decode("latin-1"), v.decode("utf-8", "surrogateescape")) for n, v in self.raw_headers
+        ]
+
+    @property
+    def framed(self) -> bool:
+        """False when the body ends only when the upstream closes (no length, not chunked)."""
+        return self._conn.framed
+
+    @property
+    def at_eof(self) -> bool:
+        return self._conn.at_eof
+
+    def read_nowait(self) -> bytes:
+        return self._conn.read_nowait()
+
+    async def read(self) -> bytes:
+        return await self._conn.read()
+
+    def release(self) -> None:
+        """Done with the answer: pooled if it ended cleanly, else closed."""
+        if not self._done:
+            self._done = True
+            self._pool._release(self._conn)
+
+    def close(self) -> None:
+        """Abandon the answer: the connection is closed, never pooled."""
+        if not self._done:
+            self._done = True
+            self._conn.close()
+            self._pool._release(self._conn)
+
+
+class Pool:
+    """Keep-alive connections to one origin."""
+
+    def __init__(
+        self,
+        origin: Origin,
+        context: ssl.SSLContext | None = None,
+        *,
+        max_idle: float = 30.0,
+        opener: Opener = open_direct,
+    ) -> None:
+        self.origin = origin
+        self.context = context
+        self.max_idle = max_idle
+        self._opener = opener
+        self._idle: list[UpstreamConnection] = []
+        self._active: set[UpstreamConnection] = set()
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._closed = False
+
+    @property
+    def idle_count(self) -> int:
+        return sum(1 for c in self._idle if not c.closed)
+
+    @property
+    def active_count(self) -> int:
+        return len(self._active)
+
+    async def request(
+        self,
+        method: str,
+        target: str,
+        headers: Iterable[tuple[str, str]],
+        body: Body = None,
+        *,
+        length: int | None = None,
+        connect_timeout: float,
+        read_timeout: float,
+    ) -> UpstreamResponse:
+        """Send one request and return its answer's head (the body is read from the response).
+
+        ``body`` is bytes, or an async iterable of chunks whose total is
+        ``length`` (Content-Length) or unknown (``None``: chunked).
+        """
+        streamed = not (body is None or isinstance(body, bytes))
+        if isinstance(body, bytes):
+            length = len(body)
+        elif body is None:
+            length = 0
+        head = request_head(
+            method, target, self.origin.host_header, headers, length, streamed and length is None
+        )
+        repeatable = not streamed and method in IDEMPOTENT
+        no_body = method == "HEAD"
+        retried = False
+        while True:
+            # a retry always opens a fresh connection: the other idle ones may be as stale
+            conn = (None if retried else self._take_idle()) or await self._connect(connect_timeout)
+            self._active.add(conn)
+            conn.begin(no_body, read_timeout)
+            try:
+                await conn.send(head, body, length)
+                await conn.head()
+            except StaleConnection:
+                conn.finish()
+                self._active.discard(conn)
+                if repeatable and not retried:
+                    retried = True
+                    continue
+                raise
+            except BaseException:  # cancelled (client gone) included: never pooled
+                conn.close()
+                conn.finish()
+                self._active.discard(conn)
+                raise
+            return UpstreamResponse(self, conn)
+
+    # ------------------------------------------------------------ internals
+
+    def _take_idle(self) -> UpstreamConnection | None:
+        idle = self._idle
+        if not idle:
+            return None
+        now = asyncio.get_running_loop().time()
+        while idle:
+            conn = idle.pop()
+            if conn.reusable and now - conn.idle_since < self.max_idle:
+                return conn
+            conn.close()
+        return None
+
+    async def _connect(self, timeout: float) -> UpstreamConnection:
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(timeout):
+                return await self._opener(self.origin, self.context, lambda: UpstreamConnection(loop))
+        except TimeoutError:
+            raise ConnectTimeout(f"connecting to the upstream took longer than {timeout}s") from None
+        except socket.gaierror:
+            raise ConnectFailed("DNS lookup failed", dns=True) from None
+        except ssl.SSLCertVerificationError:
+            raise ConnectFailed("TLS certificate verification failed", tls=True) from None
+        except ssl.SSLError:
+            raise ConnectFailed("TLS handshake failed", tls=True) from None
+        except ConnectionRefusedError:
+            raise ConnectFailed("connection refused") from None
+        except OSError as exc:
+            raise ConnectFailed(exc.strerror or type(exc).__name__) from None
+
+    def _release(self, conn: UpstreamConnection) -> None:
+        self._active.discard(conn)
+        if conn.finish() and not self._closed:
+            loop = asyncio.get_running_loop()
+            conn.idle_since = loop.time()
+            self._idle.append(conn)
+            if self._sweeper is None:
+                self._sweeper = loop.call_later(self.max_idle, self._sweep)
+        else:
+            conn.close()
+
+    def _sweep(self) -> None:
+        self._sweeper = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        keep = []
+        for conn in self._idle:
+            if conn.reusable and now - conn.idle_since < self.max_idle:
+                keep.append(conn)
+            else:
+                conn.close()
+        self._idle = keep
+        if keep:
+            oldest = min(c.idle_since for c in keep)
+            self._sweeper = loop.call_later(max(0.05, oldest + self.max_idle - now), self._sweep)
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        conns = [*self._idle, *self._active]
+        self._idle.clear()
+        for conn in conns:
+            conn.close()
+        await asyncio.gather(*(c.wait_closed(2.0) for c in conns))

@@ -636,14 +636,15 @@ def _build_settings(
         built = _build_auth(r.auth, (*loc, "auth"), problems)
         rt = r.timeout or RouteTimeoutModel()
         rtls = r.tls or RouteTLSModel()
+        own_client_cert = rtls.cert_file is not None or rtls.key_file is not None
         tls = TLSSettings(
             verify=d.tls.verify if rtls.verify is None else rtls.verify,
             ca_file=rtls.ca_file if rtls.ca_file is not None else d.tls.ca_file,
-            # a route's cert_file brings its own key_file: never mix a route cert with a default key
-            cert_file=rtls.cert_file if rtls.cert_file is not None else d.tls.cert_file,
-            key_file=rtls.key_file if rtls.cert_file is not None else d.tls.key_file,
+            # a route that names either file brings both: never a route cert with a default key
+            cert_file=rtls.cert_file if own_client_cert else d.tls.cert_file,
+            key_file=rtls.key_file if own_client_cert else d.tls.key_file,
         )
-        tls_loc = (*loc, "tls") if r.tls else ("defaults", "tls")
+        tls_loc = (*loc, "tls") if r.tls and (own_client_cert or rtls.ca_file) else ("defaults", "tls")
         if tls.ca_file and not os.access(tls.ca_file, os.R_OK):
             problems.add((*tls_loc, "ca_file"), f"cannot read CA file {tls.ca_file!r}")
         for key, path in (("cert_file", tls.cert_file), ("key_file", tls.key_file)):

@@ -221,9 +221,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._read_timeout = read_timeout
         self._head_waiter = self.loop.create_future()
 
-    async def send(
-        self, head: bytes, body: bytes | AsyncIterable[bytes] | None, length: int | None
-    ) -> None:
+    async def send(self, head: bytes, body: bytes | AsyncIterable[bytes] | None, length: int | None) -> None:
         """Write the request; a streamed body keeps going in a task while the answer is read."""
         transport = self.transport
         if transport is None or self.closed:

@@ -79,9 +79,7 @@ class UpstreamResponse:
     @property
     def headers(self) -> list[tuple[str, str]]:
         """Names and values as str; bytes round-trip (UTF-8 with surrogateescape)."""
-        return [
-            (n.decode("latin-1"), v.decode("utf-8", "surrogateescape")) for n, v in self.raw_headers
-        ]
+        return [(n.decode("latin-1"), v.decode("utf-8", "surrogateescape")) for n, v in self.raw_headers]
 
     @property
     def framed(self) -> bool:

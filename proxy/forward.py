@@ -35,14 +35,12 @@ from proxy.errors import (
     RequestError,
 )
 from proxy.log import enabled as log_enabled
-from proxy.log import get_logger
+from proxy.log import request_line
 from proxy.metrics import Metrics, status_class
 from proxy.neterrors import mid_body_failure, upstream_failure
 from proxy.routes import check_request_target
 from proxy.runtime import RESPONSE_STRIPPED, RouteRuntime, Runtime
 from proxy.upstream import RequestBodyFailed, UpstreamError, UpstreamResponse
-
-log = get_logger("signet.request")
 
 X_REQUEST_ID = istr("X-Request-Id")
 X_SIGNET_ERROR = istr("X-Signet-Error")
@@ -166,29 +164,38 @@ class ProxyHandler:
         finally:
             runtime.release()
             self._count(info["route"] or "-", status, info["client"] or "-")
-            if log_enabled(logging.INFO):
-                self._log(request, info, status, started, rid)
+            level = logging.WARNING if status >= 500 else logging.INFO
+            if log_enabled(level):
+                self._log(request, info, status, started, rid, level)
 
     @staticmethod
     def _log(
-        request: web.BaseRequest, info: dict[str, Any], status: int, started: float, rid: str
+        request: web.BaseRequest,
+        info: dict[str, Any],
+        status: int,
+        started: float,
+        rid: str,
+        level: int,
     ) -> None:
-        duration = (time.perf_counter() - started) * 1000
-        log.info(
-            "request",
-            route=info["route"],
-            method=request.method,
-            path=_clip(request.raw_path.partition("?")[0]),
-            status=status,
-            upstream_status=info["upstream_status"],
-            duration_ms=round(duration, 3),
-            upstream_ms=info["upstream_ms"],
-            bytes_in=info["bytes_in"],
-            bytes_out=info["bytes_out"],
-            request_id=rid,
-            client=info["client"],
-            **({"error": info["error"], "message": info["message"]} if "error" in info else {}),
-        )
+        """The request line: one dict in the contract's field order, rendered by log.request_line."""
+        fields = {
+            "event": "request",
+            "route": info["route"],
+            "method": request.method,
+            "path": _clip(request.raw_path.partition("?")[0]),
+            "status": status,
+            "upstream_status": info["upstream_status"],
+            "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+            "upstream_ms": info["upstream_ms"],
+            "bytes_in": info["bytes_in"],
+            "bytes_out": info["bytes_out"],
+            "request_id": rid,
+            "client": info["client"] or "-",  # as the metric label: "-" when there is no client
+        }
+        if "error" in info:
+            fields["error"] = info["error"]
+            fields["message"] = info["message"]
+        request_line(level, fields)
 
     # ------------------------------------------------------- inbound clients
 

@@ -8,9 +8,11 @@ exception text that quoted a header cannot leak one.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import sys
+import time
 from collections.abc import Iterable, MutableMapping
 from typing import Any
 
@@ -95,11 +97,55 @@ def enabled(level: int) -> bool:
     return level >= _MIN_LEVEL
 
 
+# ------------------------------------------------------------ the request line
+#
+# One line per request is the one log event on the hot path. structlog's chain
+# (processors, a bound logger per call, a renderer) cost 12-29 % of throughput;
+# this renders the same JSON object directly: one dict, one json.dumps, one
+# write. Same fields as structlog would write (``level`` and ``timestamp``
+# last), the same redaction. The console format keeps structlog.
+
+_FAST_STREAM: Any = None  # set by configure_logging for the JSON format
+_dumps = json.JSONEncoder(ensure_ascii=True, separators=(", ", ": ")).encode
+_ts_second = -1
+_ts_prefix = ""
+
+
+def _timestamp() -> str:
+    """structlog's ``TimeStamper(fmt="iso", utc=True)`` format, formatted once per second."""
+    global _ts_second, _ts_prefix
+    now = time.time()
+    second = int(now)
+    if second != _ts_second:
+        _ts_second = second
+        _ts_prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+    return f"{_ts_prefix}.{int((now - second) * 1_000_000):06d}Z"
+
+
+def request_line(level: int, fields: dict[str, Any]) -> None:
+    """Write one request event (``fields`` starts with ``"event"``), redacted."""
+    stream = _FAST_STREAM
+    if stream is None:  # console format (or not configured): the structlog way
+        event = fields.pop("event")
+        get_logger("signet.request").log(level, event, **fields)
+        return
+    pattern = REDACTOR._pattern
+    if pattern is not None:
+        for key, value in fields.items():
+            if isinstance(value, str) and pattern.search(value):
+                fields[key] = pattern.sub(MASK, value)
+    fields["level"] = "warning" if level >= logging.WARNING else "info"
+    fields["timestamp"] = _timestamp()
+    stream.write(_dumps(fields) + "\n")  # one write per line: workers share stderr
+    stream.flush()
+
+
 def configure_logging(fmt: str = "json", level: str = "info", stream: Any = None) -> None:
     """JSON lines (default) or a console renderer, on stderr."""
-    global _MIN_LEVEL
+    global _MIN_LEVEL, _FAST_STREAM
     _MIN_LEVEL = _LEVELS.get(level, logging.INFO)
     stream = stream or sys.stderr
+    _FAST_STREAM = stream if fmt != "console" else None
     renderer: Any
     if fmt == "console":
         renderer = structlog.dev.ConsoleRenderer(colors=False)

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from proxy.auth import SchemeContext
 from proxy.config import DEFAULT_CONFIG_PATH, Settings, load_config, unsafe_listen
 from proxy.errors import ConfigError, ConfigProblem, SignetError
 from proxy.log import configure_logging
@@ -120,7 +121,9 @@ def cmd_check(args: argparse.Namespace) -> int:
         f"listen {_hp(settings.listen)}, admin {_hp(settings.admin_listen)}"
     )
     for r in settings.routes:
-        body = "buffered" if getattr(r.scheme_cls, "needs_body", False) else "streamed"
+        # the instance says (an hmac recipe decides from its templates); __init__ makes no calls
+        scheme = r.scheme_cls(r.auth, SchemeContext(route=r.name))
+        body = "buffered" if scheme.needs_body else "streamed"
         print(
             f"  {r.name:<20} {r.prefix:<20} -> {r.upstream}  auth={r.scheme_cls.name}  body={body}"
         )

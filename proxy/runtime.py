@@ -171,8 +171,8 @@ class Runtime:
                         ),
                         base_path=base_path,
                         origin=route.origin,
-                        needs_body=bool(getattr(scheme, "needs_body", False)),
-                        retries_401=type(scheme).on_unauthorized is not AuthScheme.on_unauthorized,
+                        needs_body=scheme.needs_body,
+                        retries_401=scheme.retries_on_401,
                     )
                 )
         except BaseException:

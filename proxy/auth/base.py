@@ -13,6 +13,14 @@ A scheme declares, as class attributes:
   config validation, locations and did-you-mean come for free;
 - ``needs_body``: whether the pipeline must buffer the body (up to
   ``max_body_bytes``) and pass it in ``UpstreamRequest.body``;
+- ``retries_on_401``: whether :meth:`AuthScheme.on_unauthorized` can make a
+  second attempt worthwhile (a token scheme), so the pipeline keeps the body.
+
+``needs_body`` and ``retries_on_401`` are capabilities of the *instance*: the
+class value is the default, and a scheme whose answer depends on its options
+(an ``hmac`` recipe signs the body only when a template uses it) sets them in
+``__init__``. The pipeline and ``signet check`` read them from the instance,
+never from the class or by comparing methods.
 - ``injected_headers``: header names it sets, always stripped from clients.
 """
 
@@ -93,7 +101,8 @@ class AuthScheme:
 
     name: ClassVar[str]
     Options: ClassVar[type[SchemeOptions]] = SchemeOptions
-    needs_body: ClassVar[bool] = False
+    needs_body: bool = False
+    retries_on_401: bool = False
     injected_headers: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, options: SchemeOptions, context: SchemeContext) -> None:

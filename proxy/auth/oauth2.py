@@ -101,6 +101,7 @@ class _BearerTokenScheme(AuthScheme):
     """Shared machinery: a fetcher (HTTP) and a manager (cache/single flight/backoff)."""
 
     needs_body = True  # so a 401 can be retried with the same bytes
+    retries_on_401 = True  # a rejected token is dropped and a fresh one fetched
     injected_headers = frozenset({"Authorization"})
 
     def __init__(self, options: Any, context: SchemeContext) -> None:

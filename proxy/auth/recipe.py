@@ -426,7 +426,7 @@ class HmacRecipe(AuthScheme):
         self._post_names = frozenset(name for name, _, _ in self._post_query)
         self._sets_query = bool(options.query)
 
-        self.needs_body = bool(used & BODY_PLACEHOLDERS)  # type: ignore[misc]
+        self.needs_body = bool(used & BODY_PLACEHOLDERS)
         self.injected_headers = frozenset(options.headers)  # type: ignore[misc]
         self._used = frozenset(used)
         self._need_method = bool(used & {"method", "method_lower"})

@@ -33,6 +33,7 @@ from proxy.auth import SCHEMES, SchemeOptions
 from proxy.auth.base import AuthScheme
 from proxy.errors import ConfigError, ConfigProblem
 from proxy.secret import Secret, reveal, secret_values_in
+from proxy.upstream.egress import EgressProxy, parse_proxy_url, proxy_from_env
 
 Loc = tuple[str | int, ...]
 
@@ -93,6 +94,7 @@ class DefaultsModel(_Model):
     max_body_bytes: int = Field(10 * 1024 * 1024, ge=0)
     tls: TLSModel = TLSModel()
     max_in_flight: int = Field(1024, ge=1)
+    egress_proxy: TextOrSecret | None = None  # http://[user:pass@]host:port, "env" or "none"
 
 
 class LimitsModel(_Model):
@@ -124,6 +126,7 @@ class RouteModel(_Model):
     max_body_bytes: int | None = Field(None, ge=0)
     tls: RouteTLSModel | None = None
     max_in_flight: int | None = Field(None, ge=1)
+    egress_proxy: TextOrSecret | None = None
 
 
 class SettingsModel(_Model):
@@ -171,6 +174,7 @@ class Route:
     strip_headers: tuple[str, ...] = ()
     set_headers: Mapping[str, str | Secret] = field(default_factory=dict)
     forward_client_info: bool = False
+    egress: EgressProxy | None = None  # resolved (env mode applied); None: direct
 
     @property
     def origin(self) -> str:
@@ -563,11 +567,27 @@ def load_config_text(
                 _build_auth(raw["auth"], ("routes", i, "auth"), problems)
         raise ConfigError(problems.items, source)
     assert isinstance(model, SettingsModel)
-    settings = _build_settings(model, problems, source, secrets)
+    settings = _build_settings(model, problems, source, secrets, env)
     if problems.items:
         raise ConfigError(problems.items, source)
     assert settings is not None
     return settings
+
+
+def _egress(
+    value: str | Secret | None, loc: Loc, upstream: URL, env: Mapping[str, str], problems: _Problems
+) -> EgressProxy | None:
+    """The egress proxy for one upstream: a URL, ``env`` (curl's variables) or none."""
+    text = reveal(value) if isinstance(value, Secret) else value
+    if text is None or text.strip().lower() in ("", "none"):
+        return None
+    try:
+        if text.strip().lower() == "env":
+            return proxy_from_env(env, upstream.scheme, upstream.raw_host or "")
+        return parse_proxy_url(text.strip())
+    except ValueError as exc:  # the message never quotes the URL: it may hold a password
+        problems.add(loc, f"bad egress proxy: {exc}")
+        return None
 
 
 def _build_auth(
@@ -593,7 +613,11 @@ def _build_auth(
 
 
 def _build_settings(
-    model: SettingsModel, problems: _Problems, source: str, secrets: set[str]
+    model: SettingsModel,
+    problems: _Problems,
+    source: str,
+    secrets: set[str],
+    env: Mapping[str, str],
 ) -> Settings | None:
     listen = admin = ("", 0)
     for key in ("listen", "admin_listen"):
@@ -652,6 +676,18 @@ def _build_settings(
                 problems.add((*tls_loc, key), f"cannot read {key.replace('_', ' ')} {path!r}")
         if tls.key_file and not tls.cert_file:
             problems.add((*tls_loc, "key_file"), "key_file needs cert_file (the client certificate)")
+        egress = None
+        if url is not None:
+            own = r.egress_proxy is not None
+            egress = _egress(
+                r.egress_proxy if own else d.egress_proxy,
+                (*loc, "egress_proxy") if own else ("defaults", "egress_proxy"),
+                url,
+                env,
+                problems,
+            )
+            if egress is not None and egress.authorization:
+                secrets.add(egress.authorization.removeprefix("Basic "))
         if built is None or url is None:
             continue
         scheme_cls, options = built
@@ -670,6 +706,7 @@ def _build_settings(
                 strip_headers=tuple(r.strip_headers),
                 set_headers=dict(r.set_headers),
                 forward_client_info=r.forward_client_info,
+                egress=egress,
             )
         )
 

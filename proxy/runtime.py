@@ -131,12 +131,12 @@ class Runtime:
         self.clients: tuple[Client, ...] | None = settings.clients
 
     def _pool_for(self, route: Route) -> Pool:
-        key = (route.origin, route.tls)
+        key = (route.origin, route.tls, route.egress)
         pool = self._pools.get(key)
         if pool is None:
             origin = origin_of(route)
             context = ssl_context_for(route) if origin.scheme == "https" else None
-            pool = self._pools[key] = Pool(origin, context, max_idle=MAX_IDLE)
+            pool = self._pools[key] = Pool(origin, context, max_idle=MAX_IDLE, proxy=route.egress)
         return pool
 
     async def start(self) -> None:

@@ -21,6 +21,7 @@ from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
 from proxy.upstream.connection import UpstreamConnection
+from proxy.upstream.egress import EgressProxy, open_tunnel
 from proxy.upstream.errors import ConnectFailed, ConnectTimeout, StaleConnection
 from proxy.upstream.head import request_head
 
@@ -60,6 +61,29 @@ async def open_direct(
         server_hostname=origin.host if context is not None else None,
     )
     return conn
+
+
+def via_proxy(proxy: EgressProxy) -> Opener:
+    """An opener through an egress proxy: CONNECT + TLS for https, plain TCP to it for http."""
+
+    async def open_via(
+        origin: Origin, context: ssl.SSLContext | None, factory: Callable[[], UpstreamConnection]
+    ) -> UpstreamConnection:
+        if context is not None:
+            _, tunneled = await open_tunnel(
+                proxy, origin.host, origin.port, origin.host_header, context, factory
+            )
+            assert isinstance(tunneled, UpstreamConnection)
+            return tunneled
+        loop = asyncio.get_running_loop()
+        try:
+            _, conn = await loop.create_connection(factory, proxy.host, proxy.port)
+        except OSError as exc:
+            reason = "connection refused" if isinstance(exc, ConnectionRefusedError) else exc.strerror
+            raise ConnectFailed(f"egress proxy {proxy.host}:{proxy.port}: {reason}") from None
+        return conn
+
+    return open_via
 
 
 class UpstreamResponse:
@@ -119,12 +143,16 @@ class Pool:
         context: ssl.SSLContext | None = None,
         *,
         max_idle: float = 30.0,
-        opener: Opener = open_direct,
+        proxy: EgressProxy | None = None,
     ) -> None:
         self.origin = origin
         self.context = context
         self.max_idle = max_idle
-        self._opener = opener
+        self.proxy = proxy
+        self._opener: Opener = open_direct if proxy is None else via_proxy(proxy)
+        # http through a proxy: absolute-form targets, the proxy's credential in the head
+        self._absolute = proxy is not None and context is None
+        self._prefix = f"http://{origin.host_header}" if self._absolute else ""
         self._idle: list[UpstreamConnection] = []
         self._active: set[UpstreamConnection] = set()
         self._sweeper: asyncio.TimerHandle | None = None
@@ -154,6 +182,11 @@ class Pool:
         ``body`` is bytes, or an async iterable of chunks whose total is
         ``length`` (Content-Length) or unknown (``None``: chunked).
         """
+        if self._absolute:
+            target = self._prefix + target
+            assert self.proxy is not None
+            if self.proxy.authorization:
+                headers = [*headers, ("Proxy-Authorization", self.proxy.authorization)]
         streamed = not (body is None or isinstance(body, bytes))
         if isinstance(body, bytes):
             length = len(body)

@@ -24,7 +24,6 @@ import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict, istr
 
-from proxy.auth import UpstreamRequest
 from proxy.errors import (
     BadRequest,
     BodyTooLarge,
@@ -34,6 +33,7 @@ from proxy.errors import (
     ProxyAuthRequired,
     RequestError,
 )
+from proxy.exchange import Exchange, prepare
 from proxy.log import enabled as log_enabled
 from proxy.log import request_line
 from proxy.metrics import Metrics, status_class
@@ -105,26 +105,19 @@ class ProxyHandler:
         runtime = self.runtime
         runtime.acquire()
         rid = _request_id(request.headers.get(X_REQUEST_ID))
-        info: dict[str, Any] = {
-            "route": None,
-            "client": None,
-            "upstream_status": None,
-            "upstream_ms": None,
-            "bytes_in": 0,
-            "bytes_out": 0,
-        }
+        info = Exchange()
         route: RouteRuntime | None = None
         status = 500
         try:
             try:
                 path, query = check_request_target(request.method, request.raw_path)
                 client = self._authenticate(runtime, request)
-                info["client"] = client
+                info.client = client
                 matched = runtime.table.match(path)
                 if matched is None:
                     raise NoRoute(f"no route matches {_clip(path)}")
                 route, rest = matched
-                info["route"] = route.name
+                info.route = route.name
                 if client is not None and not self._client_may_use(runtime, client, route.name):
                     raise Forbidden(
                         f"client {client!r} may not use route {route.name!r}", route=route.name
@@ -148,22 +141,21 @@ class ProxyHandler:
                 if exc.route is None and route is not None:
                     exc.route = route.name
                 status = exc.status
-                info["error"] = exc.code
-                info["message"] = exc.message
+                info.fail(exc.code, exc.message)
                 return error_response(exc, rid, close=isinstance(exc, BodyTooLarge | _BodyStalled))
             except _Aborted as exc:
-                status = info.get("status_sent", 502)
-                info["error"] = exc.code
-                info["message"] = exc.reason
-                return info["response"]
+                status = info.status_sent or 502
+                info.fail(exc.code, exc.reason)
+                response = info.response
+                assert isinstance(response, web.StreamResponse)
+                return response
         except asyncio.CancelledError:
-            info["error"] = "client_disconnected"
-            info["message"] = "client disconnected before the response was complete"
-            status = info.get("status_sent", 499)
+            info.fail("client_disconnected", "client disconnected before the response was complete")
+            status = info.status_sent or 499
             raise
         finally:
             runtime.release()
-            self._count(info["route"] or "-", status, info["client"] or "-")
+            self._count(info.route or "-", status, info.client or "-")
             level = logging.WARNING if status >= 500 else logging.INFO
             if log_enabled(level):
                 self._log(request, info, status, started, rid, level)
@@ -171,7 +163,7 @@ class ProxyHandler:
     @staticmethod
     def _log(
         request: web.BaseRequest,
-        info: dict[str, Any],
+        info: Exchange,
         status: int,
         started: float,
         rid: str,
@@ -180,21 +172,21 @@ class ProxyHandler:
         """The request line: one dict in the contract's field order, rendered by log.request_line."""
         fields = {
             "event": "request",
-            "route": info["route"],
+            "route": info.route,
             "method": request.method,
             "path": _clip(request.raw_path.partition("?")[0]),
             "status": status,
-            "upstream_status": info["upstream_status"],
+            "upstream_status": info.upstream_status,
             "duration_ms": round((time.perf_counter() - started) * 1000, 3),
-            "upstream_ms": info["upstream_ms"],
-            "bytes_in": info["bytes_in"],
-            "bytes_out": info["bytes_out"],
+            "upstream_ms": info.upstream_ms,
+            "bytes_in": info.bytes_in,
+            "bytes_out": info.bytes_out,
             "request_id": rid,
-            "client": info["client"] or "-",  # as the metric label: "-" when there is no client
+            "client": info.client or "-",  # as the metric label: "-" when there is no client
         }
-        if "error" in info:
-            fields["error"] = info["error"]
-            fields["message"] = info["message"]
+        if info.error is not None:
+            fields["error"] = info.error
+            fields["message"] = info.message
         request_line(level, fields)
 
     # ------------------------------------------------------- inbound clients
@@ -242,13 +234,12 @@ class ProxyHandler:
         rest: str,
         query: str,
         rid: str,
-        info: dict[str, Any],
+        info: Exchange,
     ) -> web.StreamResponse:
         client_info = None
         if route.route.forward_client_info:
             client_info = (request.remote or "", request.scheme)
         headers = upstream_headers(request.headers, route, rid, client_info)
-        upstream_path = route.upstream_path(rest)
 
         buffered = route.needs_body or route.retries_401
         if buffered:
@@ -261,34 +252,21 @@ class ProxyHandler:
         has_body = request.body_exists
         if buffered:
             body = await self._read_body(request, route) if has_body else b""
-            info["bytes_in"] = len(body)
+            info.bytes_in = len(body)
         elif has_body:
             stream = _count_body(request, self.body_read_timeout, info)
 
         length = request.content_length if stream is not None else None
+        raw_path = rest + "?" + query if query else rest
         attempt = 0
         while True:
             attempt += 1
-            prepared = UpstreamRequest(
-                method=request.method,
-                path=upstream_path,
-                query=query,
-                headers=headers,
-                body=body if route.needs_body else None,
-                scheme_host=route.origin,
-            )
-            result = await route.scheme.apply(prepared)
-            # headers is this request's own copy: set the scheme's values in place
-            # (a retry sets them again, replacing the first attempt's)
-            for k, v in result.headers.items():
-                headers[k] = v
-            final_query = query if result.query is None else result.query
-            target = upstream_path + "?" + final_query if final_query else upstream_path
+            prepared = await prepare(route, request.method, raw_path, headers, body)
             t0 = time.perf_counter()
             try:
                 upstream = await route.pool.request(
                     request.method,
-                    target,
+                    prepared.target,
                     headers.items(),
                     body if body is not None else stream,
                     length=length,
@@ -297,7 +275,7 @@ class ProxyHandler:
                 )
             except RequestBodyFailed:
                 # the client's side failed: its body stalled, or it went away mid-upload
-                if info.get("body_stalled"):
+                if info.body_stalled:
                     raise _client_timeout(route) from None
                 raise _BodyStalled(
                     "the request body could not be read (client disconnected?)", route=route.name
@@ -312,15 +290,15 @@ class ProxyHandler:
                     read_timeout=route.read_timeout,
                 ) from None
             upstream_ms = (time.perf_counter() - t0) * 1000
-            info["upstream_ms"] = round(upstream_ms, 3)
-            info["upstream_status"] = upstream.status
+            info.upstream_ms = round(upstream_ms, 3)
+            info.upstream_status = upstream.status
             self._latency(route).observe(upstream_ms / 1000)
             if (
                 upstream.status == 401
                 and attempt == 1
                 and route.retries_401
                 and body is not None
-                and await route.scheme.on_unauthorized(result)
+                and await route.scheme.on_unauthorized(prepared.result)
             ):
                 upstream.close()
                 continue
@@ -351,7 +329,7 @@ class ProxyHandler:
         upstream: UpstreamResponse,
         route: RouteRuntime,
         rid: str,
-        info: dict[str, Any],
+        info: Exchange,
     ) -> web.StreamResponse:
         try:
             response = _ProxyResponse(status=upstream.status, reason=upstream.reason or None)
@@ -368,8 +346,8 @@ class ProxyHandler:
             response.keep_server = SERVER in out
             if request.version < aiohttp.HttpVersion11 and CONTENT_LENGTH not in out:
                 response.force_close()  # HTTP/1.0 sees the end of a length-less body by the close
-            info["status_sent"] = upstream.status
-            info["response"] = response
+            info.status_sent = upstream.status
+            info.response = response
             await response.prepare(request)  # head buffered: leaves with the first body bytes
             written = 0
             try:
@@ -385,7 +363,7 @@ class ProxyHandler:
                             "client_disconnected", "client disconnected mid-response"
                         ) from None
                     written += len(chunk)
-                    info["bytes_out"] = written  # kept current: every way out logs it
+                    info.bytes_out = written  # kept current: every way out logs it
                     chunk = await upstream.read()
             except UpstreamError as exc:
                 _abort(request)  # the client must see a truncated response, not a complete one
@@ -489,7 +467,7 @@ async def _send_continue(request: web.BaseRequest) -> None:
 
 
 async def _count_body(
-    request: web.BaseRequest, read_timeout: float, info: dict[str, Any]
+    request: web.BaseRequest, read_timeout: float, info: Exchange
 ) -> AsyncIterator[bytes]:
     """Stream the client's body upstream, counting bytes, with a per-read timeout (slowloris)."""
     content = request.content
@@ -498,12 +476,12 @@ async def _count_body(
         try:
             chunk = await asyncio.wait_for(content.readany(), read_timeout)
         except TimeoutError:
-            info["body_stalled"] = True
+            info.body_stalled = True
             raise _ClientBodyError("client body stalled") from None
         if not chunk:
             break
         total += len(chunk)
-        info["bytes_in"] = total
+        info.bytes_in = total
         yield chunk
 
 

@@ -98,10 +98,6 @@ class RouteRuntime:
         """The raw path sent upstream: the base path plus what follows the prefix."""
         return (self.base_path + rest) or "/"
 
-    def upstream_url(self, path: str, query: str) -> str:
-        """The full raw URL sent upstream (what the pipeline sends and ``sign`` prints)."""
-        return self.origin + path + ("?" + query if query else "")
-
 
 def ssl_context_for(route: Route) -> ssl.SSLContext:
     tls = route.tls

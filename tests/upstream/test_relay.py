@@ -181,3 +181,51 @@ async def test_slow_client_reading_1gib_keeps_rss_flat(signet_process: Any, upst
     growth = (peak - base) / (1024 * 1024)
     print(f"\n1 GiB to a slow client: RSS base {base / 2**20:.1f} MiB, growth {growth:.1f} MiB")
     assert growth < 64, f"RSS grew {growth:.1f} MiB"
+
+
+async def test_slow_upstream_slows_the_uploading_client(make_signet: Any) -> None:
+    """Flow control on uploads: Signet holds at most a few buffers, never the whole body."""
+    size = 256 * 1024 * 1024
+    received = 0
+    reading = asyncio.Event()
+
+    def make(up: RawUpstream) -> Any:
+        async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            nonlocal received
+            await up.read_head(reader)
+            while received < size:
+                if received >= 4 * 1024 * 1024:
+                    await reading.wait()  # the vendor stops reading for a while
+                chunk = await reader.read(1024 * 1024)
+                if not chunk:
+                    return
+                received += len(chunk)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            await writer.drain()
+            await reader.read()
+
+        return handler
+
+    async with RawUpstream(make) as up:
+        app = await make_signet([route(up.port)])
+        reader, writer = await asyncio.open_connection("127.0.0.1", app.proxy_address[1])
+        writer.write(b"PUT /up/u HTTP/1.1\r\nHost: s\r\nContent-Length: %d\r\n\r\n" % size)
+        sent = 0
+        block = b"u" * (1024 * 1024)
+
+        async def upload() -> None:
+            nonlocal sent
+            while sent < size:
+                writer.write(block)
+                await writer.drain()
+                sent += len(block)
+
+        task = asyncio.create_task(upload())
+        await asyncio.sleep(1.5)  # the upstream has stopped reading at 4 MiB
+        held = sent - received
+        assert not task.done() and held < 48 * 1024 * 1024, f"{held / 2**20:.0f} MiB accepted and not delivered"
+        reading.set()
+        await asyncio.wait_for(task, 60)
+        answer = await asyncio.wait_for(reader.readuntil(b"ok"), 30)
+        assert answer.startswith(b"HTTP/1.1 200 ") and received == size
+        writer.close()

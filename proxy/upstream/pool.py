@@ -1,7 +1,8 @@
 """Per-origin keep-alive pools and the one call the pipeline makes: :meth:`Pool.request`.
 
 A pool holds idle connections to one origin (scheme, host, port, TLS
-settings), newest first, each dropped after ``max_idle`` seconds. A new
+settings, egress proxy), newest first; a sweeper closes those idle for
+``max_idle`` seconds (checked every ``max_idle``, so at most twice that). A new
 connection resolves DNS afresh (``create_connection`` calls getaddrinfo), so
 a vendor moving addresses is followed without a cache to expire.
 
@@ -224,12 +225,9 @@ class Pool:
 
     def _take_idle(self) -> UpstreamConnection | None:
         idle = self._idle
-        if not idle:
-            return None
-        now = asyncio.get_running_loop().time()
-        while idle:
+        while idle:  # newest first; the sweeper closes those idle past max_idle
             conn = idle.pop()
-            if conn.reusable and now - conn.idle_since < self.max_idle:
+            if conn.reusable:
                 return conn
             conn.close()
         return None

@@ -417,3 +417,19 @@ async def test_mtls_client_certificate(ca: trustme.CA, tmp_path: Any) -> None:
             await exchange(untrusted)
         assert info.value.tls and "certificate" in info.value.reason
         await untrusted.close()
+
+
+async def test_idle_connections_are_closed_after_max_idle() -> None:
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    async with RawUpstream(answering(answer, answer)) as up:
+        pool = Pool(Origin("http", "127.0.0.1", up.port), max_idle=0.2)
+        await exchange(pool)
+        assert pool.idle_count == 1
+        for _ in range(100):
+            if pool.idle_count == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert pool.idle_count == 0
+        await exchange(pool)
+        assert up.connections == 2
+        await pool.close()

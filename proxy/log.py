@@ -113,6 +113,12 @@ def enabled(level: int) -> bool:
 # at the end of the pass, and at exit.
 
 _FAST_STREAM: Any = None  # set by configure_logging for the JSON format
+_PROCESS_FIELDS: dict[str, Any] = {}  # e.g. a worker's index and pid, on every request line
+
+
+def bind_process_fields(**fields: Any) -> None:
+    """Fields every request line of this process carries (structlog processors do it for the rest)."""
+    _PROCESS_FIELDS.update(fields)
 _dumps = json.JSONEncoder(ensure_ascii=True, separators=(", ", ": ")).encode
 _ts_second = -1
 _ts_prefix = ""
@@ -141,6 +147,9 @@ def request_line(level: int, fields: dict[str, Any]) -> None:
         for key, value in fields.items():
             if isinstance(value, str) and pattern.search(value):
                 fields[key] = pattern.sub(MASK, value)
+    if _PROCESS_FIELDS:
+        for key, value in _PROCESS_FIELDS.items():
+            fields.setdefault(key, value)
     fields["level"] = "warning" if level >= logging.WARNING else "info"
     fields["timestamp"] = _timestamp()
     _pending.append(_dumps(fields))
@@ -160,8 +169,11 @@ def flush_request_lines() -> None:
         return
     text = "\n".join(_pending) + "\n"
     _pending.clear()
-    _FAST_STREAM.write(text)
-    _FAST_STREAM.flush()
+    try:
+        _FAST_STREAM.write(text)
+        _FAST_STREAM.flush()
+    except (OSError, ValueError):  # the stream was closed under us (shutdown, a test's capture)
+        pass
 
 
 atexit.register(flush_request_lines)

@@ -43,7 +43,7 @@ from typing import Any
 
 from proxy.config import load_config, parse_hostport, unsafe_listen
 from proxy.errors import ConfigError, ConfigProblem
-from proxy.log import configure_logging, get_logger
+from proxy.log import bind_process_fields, configure_logging, get_logger
 
 WORKER_SPEC_ENV = "SIGNET_WORKER_SPEC"
 START_TIMEOUT = 30.0
@@ -366,6 +366,7 @@ def worker_main() -> int:
         return event
 
     structlog.configure(processors=[tag, *structlog.get_config()["processors"]])
+    bind_process_fields(worker=index, pid=pid)  # request lines are rendered outside structlog
     wlog = get_logger("signet")
     path = spec["config"]
     listen = (spec["listen"][0], int(spec["listen"][1]))

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from proxy.cli import main
+from proxy.cli import cmd_check
 from proxy.config import load_config_text
 from proxy.metrics import Metrics
 from proxy.runtime import Runtime
@@ -40,7 +41,8 @@ def test_check_reports_what_the_instance_needs(
     path = tmp_path / "c.yaml"
     path.write_text(config_text(ROUTES))
     monkeypatch.setenv("RKEY", KEY)
-    assert main(["check", "--config", str(path)]) == 0
+    # cmd_check, not main(): main configures logging onto capsys's stream, closed after the test
+    assert cmd_check(argparse.Namespace(config=str(path))) == 0
     lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[1:] if line.strip()}
     assert "body=buffered" in lines["body"], lines
     assert "body=streamed" in lines["path"], lines

@@ -229,3 +229,24 @@ async def test_slow_upstream_slows_the_uploading_client(make_signet: Any) -> Non
         answer = await asyncio.wait_for(reader.readuntil(b"ok"), 30)
         assert answer.startswith(b"HTTP/1.1 200 ") and received == size
         writer.close()
+
+
+async def test_head_and_bodiless_statuses_keep_both_connections_usable(make_signet: Any) -> None:
+    answers = (
+        b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n",  # HEAD: a length, no body
+        b"HTTP/1.1 304 Not Modified\r\nETag: \"x\"\r\n\r\n",
+        b"HTTP/1.1 204 No Content\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ndone",
+    )
+    async with RawUpstream(answering(*answers)) as up:
+        app = await make_signet([route(up.port)])
+        reader, writer = await asyncio.open_connection("127.0.0.1", app.proxy_address[1])
+        heads = []
+        for method in (b"HEAD", b"GET", b"DELETE", b"GET"):
+            writer.write(b"%s /up/x HTTP/1.1\r\nHost: s\r\n\r\n" % method)
+            heads.append(await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10))
+        assert await asyncio.wait_for(reader.readexactly(4), 10) == b"done"
+        writer.close()
+    assert heads[0].startswith(b"HTTP/1.1 200 ") and b"Content-Length: 1000" in heads[0]
+    assert heads[1].startswith(b"HTTP/1.1 304 ") and heads[2].startswith(b"HTTP/1.1 204 ")
+    assert up.connections == 1, "bodiless answers leave the upstream connection reusable"

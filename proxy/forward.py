@@ -50,6 +50,7 @@ CONNECTION = istr("Connection")
 CONTENT_LENGTH = istr("Content-Length")
 HOST = istr("Host")
 SERVER = istr("Server")
+CONTENT_TYPE = istr("Content-Type")
 
 
 class _BodyStalled(BadRequest):
@@ -80,13 +81,17 @@ class _ProxyResponse(web.StreamResponse):
 
     _send_headers_immediately = False
     keep_server = True  # False: the upstream sent no Server header, so none is added
+    keep_content_type = True  # False: the upstream sent no Content-Type either
 
     async def _prepare_headers(self) -> None:
-        # aiohttp adds "Server: Python/x aiohttp/y" to every response; a relayed
-        # answer carries the upstream's Server header or none at all
+        # aiohttp adds "Server: Python/x aiohttp/y" to every response, and
+        # "Content-Type: application/octet-stream" to one with a body; a relayed
+        # answer carries the upstream's own values or none at all
         await super()._prepare_headers()
         if not self.keep_server:
             self.headers.popall(SERVER, None)
+        if not self.keep_content_type:
+            self.headers.popall(CONTENT_TYPE, None)
 
 
 class ProxyHandler:
@@ -344,6 +349,7 @@ class ProxyHandler:
                     out.add(name, value)
             out[X_REQUEST_ID] = rid
             response.keep_server = SERVER in out
+            response.keep_content_type = CONTENT_TYPE in out
             if request.version < aiohttp.HttpVersion11 and CONTENT_LENGTH not in out:
                 response.force_close()  # HTTP/1.0 sees the end of a length-less body by the close
             info.status_sent = upstream.status

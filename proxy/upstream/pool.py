@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
+import time
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
@@ -158,6 +159,7 @@ class Pool:
         self.context = context
         self.max_idle = max_idle
         self.proxy = proxy
+        self._host = origin.host_header
         self._opener: Opener = open_direct if proxy is None else via_proxy(proxy)
         # http through a proxy: absolute-form targets, the proxy's credential in the head
         self._absolute = proxy is not None and context is None
@@ -201,9 +203,7 @@ class Pool:
             length = len(body)
         elif body is None:
             length = 0
-        head = request_head(
-            method, target, self.origin.host_header, headers, length, streamed and length is None
-        )
+        head = request_head(method, target, self._host, headers, length, streamed and length is None)
         repeatable = not streamed and method in IDEMPOTENT
         no_body = method == "HEAD"
         retried = False
@@ -261,18 +261,17 @@ class Pool:
     def _release(self, conn: UpstreamConnection) -> None:
         self._active.discard(conn)
         if conn.finish() and not self._closed:
-            loop = asyncio.get_running_loop()
-            conn.idle_since = loop.time()
+            conn.idle_since = time.monotonic()
             self._idle.append(conn)
             if self._sweeper is None:
-                self._sweeper = loop.call_later(self.max_idle, self._sweep)
+                self._sweeper = conn.loop.call_later(self.max_idle, self._sweep)
         else:
             conn.close()
 
     def _sweep(self) -> None:
         self._sweeper = None
         loop = asyncio.get_running_loop()
-        now = loop.time()
+        now = time.monotonic()
         keep = []
         for conn in self._idle:
             if conn.reusable and now - conn.idle_since < self.max_idle:

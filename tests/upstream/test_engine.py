@@ -12,6 +12,7 @@ import trustme
 
 from proxy.upstream import (
     ConnectFailed,
+    ConnectTimeout,
     Disconnected,
     Malformed,
     Origin,
@@ -434,4 +435,20 @@ async def test_idle_connections_are_closed_after_max_idle() -> None:
         assert pool.idle_count == 0
         await exchange(pool)
         assert up.connections == 2
+        await pool.close()
+
+
+async def test_connect_timeout_covers_the_tls_handshake() -> None:
+    def make(up: RawUpstream) -> Any:
+        async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.read()  # accepts TCP, never answers the ClientHello
+
+        return handler
+
+    async with RawUpstream(make) as up:
+        pool = pool_for(up, client_context())
+        t0 = asyncio.get_running_loop().time()
+        with pytest.raises(ConnectTimeout, match=r"0\.3s"):
+            await pool.request("GET", "/", [], connect_timeout=0.3, read_timeout=30)
+        assert asyncio.get_running_loop().time() - t0 < 5
         await pool.close()

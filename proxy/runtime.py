@@ -147,6 +147,7 @@ class Runtime:
                     read_timeout=route.timeout.read,
                     ssl=ssl_context_for(route),
                     metrics=self.metrics,
+                    egress=route.egress,
                 )
                 scheme = route.scheme_cls(route.auth, context)
                 await scheme.start()

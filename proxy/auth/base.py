@@ -93,6 +93,7 @@ class SchemeContext:
     connect_timeout: float = 5.0
     read_timeout: float = 60.0
     ssl: Any = None  # ssl.SSLContext | bool | None, for schemes that make their own calls
+    egress: Any = None  # proxy.upstream.egress.EgressProxy | None: the route's egress proxy
     metrics: Any = None  # proxy.metrics.Metrics | None
 
 

@@ -113,6 +113,7 @@ class _BearerTokenScheme(AuthScheme):
             connect_timeout=context.connect_timeout,
             read_timeout=context.read_timeout,
             ssl=context.ssl,
+            proxy=context.egress,  # token requests leave the way the route's requests do
         )
         self.tokens = TokenManager(
             route=context.route,

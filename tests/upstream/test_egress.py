@@ -18,13 +18,15 @@ import pytest
 import trustme
 
 from proxy.config import ConfigError, load_config_text
+from proxy.mock.oauth import OAUTH_STATE, create_app
 from proxy.upstream.egress import no_proxy_matches, parse_proxy_url, proxy_from_env
-from tests.conftest import config_text, secret
+from tests.conftest import SUITE_SECRETS, config_text, secret
 from tests.fakes import STATE, upstream_app
 from tests.upstream import RawUpstream
 
 TINYPROXY = shutil.which("tinyproxy") or "/usr/bin/tinyproxy"
 PROXY_PASS = secret("egress-proxy-pass-7f3a9c")
+OAUTH_SECRET = secret("egress-oauth-client-secret-5c1e")
 
 
 def free_port() -> int:
@@ -150,6 +152,29 @@ async def test_https_upstream_through_tinyproxy_connect_tunnel(
     log = tinyproxy.log.read_text()
     assert f"CONNECT localhost:{tls_upstream.port}" in log
     assert log.count("CONNECT localhost") == 1, "the tunnel is a pooled keep-alive connection"
+
+
+async def test_oauth2_token_requests_use_the_routes_egress_proxy(
+    make_signet: Any, aiohttp_server: Any, tinyproxy: Tinyproxy
+) -> None:
+    server = await aiohttp_server(
+        create_app(client_id="cid", client_secret=OAUTH_SECRET), host="127.0.0.1"
+    )
+    route = {
+        "name": "o", "prefix": "/o", "upstream": str(server.make_url("/api")),
+        "egress_proxy": tinyproxy.url(),
+        "auth": {"scheme": "oauth2-client-credentials", "token_url": str(server.make_url("/oauth/token")),
+                 "client_id": "cid", "client_secret": "${CS}"},
+    }
+    app = await make_signet(config_text([route]), env={"CS": OAUTH_SECRET})
+    status, _, _ = await get(app.proxy_url + "/o/items")
+    state = server.app[OAUTH_STATE]
+    for token in state.issued:
+        SUITE_SECRETS.add(token)
+    assert status == 200 and state.token_requests == 1
+    log = tinyproxy.log.read_text()
+    assert "POST http://127.0.0.1" in log and "/oauth/token" in log, log[-2000:]
+    assert "GET http://127.0.0.1" in log
 
 
 # --------------------------------------------------------- failure cases

@@ -36,8 +36,22 @@ async def raw_request(port: int, request: bytes, timeout: float = 10.0) -> tuple
             closed = True
             break
         data += chunk
+        if _complete(data):
+            break
     writer.close()
     return data, closed
+
+
+def _complete(data: bytes) -> bool:
+    """A whole response with a Content-Length has arrived (others end by close or quiet)."""
+    head, sep, body = data.partition(b"\r\n\r\n")
+    if not sep:
+        return False
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return len(body) >= int(value)
+    return False
 
 
 @pytest.mark.parametrize("case", [c for c in MALFORMED if c != "bad-chunk"])
@@ -105,12 +119,15 @@ async def test_http10_client_gets_close_after_a_lengthless_body(make_signet: Any
 
 async def test_http10_client_with_a_length_keeps_alive(make_signet: Any) -> None:
     answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
-    async with RawUpstream(answering(answer)) as up:
+    async with RawUpstream(answering(answer, answer)) as up:
         app = await make_signet([route(up.port)])
-        data, closed = await raw_request(
-            app.proxy_address[1], b"GET /up/x HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", timeout=2
-        )
-        assert data.startswith(b"HTTP/1.0 200 ") and data.endswith(b"ok") and not closed
+        reader, writer = await asyncio.open_connection("127.0.0.1", app.proxy_address[1])
+        for _ in range(2):  # the second request travels on the same client connection
+            writer.write(b"GET /up/x HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+            assert head.startswith(b"HTTP/1.0 200 ") and b"Content-Length: 2" in head
+            assert await asyncio.wait_for(reader.readexactly(2), 10) == b"ok"
+        writer.close()
 
 
 async def test_mtls_route_options(make_signet: Any, tmp_path: Any) -> None:

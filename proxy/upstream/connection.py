@@ -91,6 +91,8 @@ class UpstreamConnection(asyncio.Protocol):
             self._reusable = False
             self.close()
             return
+        if self._error is not None:  # the exchange already failed (a timeout): ignore late bytes
+            return
         self._got_byte = True
         self._last_byte = self.loop.time()
         parser = self._parser
@@ -121,8 +123,8 @@ class UpstreamConnection(asyncio.Protocol):
             drain.set_exception(Disconnected("closed the connection while the request was sent"))
         if not self._active or self._complete or self._error is not None:
             return
-        if self._head_done and not self._framed and not self._no_body:
-            self._complete = True  # a close-delimited body ends here
+        if self._head_done and not self._framed and not self._no_body and exc is None:
+            self._complete = True  # a close-delimited body ends at a clean close (not a reset)
             self._wake()
             return
         if not self._got_byte:

@@ -452,3 +452,29 @@ async def test_connect_timeout_covers_the_tls_handshake() -> None:
             await pool.request("GET", "/", [], connect_timeout=0.3, read_timeout=30)
         assert asyncio.get_running_loop().time() - t0 < 5
         await pool.close()
+
+
+async def test_close_delimited_body_cut_by_a_reset_is_not_complete() -> None:
+    import socket
+    import struct
+
+    def make(up: RawUpstream) -> Any:
+        async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await up.read_head(reader)
+            writer.write(b"HTTP/1.1 200 OK\r\n\r\n" + b"a" * 1000)
+            await writer.drain()
+            await asyncio.sleep(0.1)
+            sock = writer.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            writer.transport.abort()  # RST, not FIN
+
+        return handler
+
+    async with RawUpstream(make) as up:
+        pool = pool_for(up)
+        r = await pool.request("GET", "/x", [], **T)
+        with pytest.raises(Disconnected) as info:
+            await body_of(r)
+        assert info.value.mid_body
+        r.close()
+        await pool.close()

@@ -34,6 +34,7 @@ from proxy.auth.base import AuthScheme
 from proxy.errors import ConfigError, ConfigProblem
 from proxy.secret import Secret, reveal, secret_values_in
 from proxy.upstream.egress import EgressProxy, parse_proxy_url, proxy_from_env
+from proxy.upstream.tls import check_client_cert
 
 Loc = tuple[str | int, ...]
 
@@ -676,6 +677,12 @@ def _build_settings(
                 problems.add((*tls_loc, key), f"cannot read {key.replace('_', ' ')} {path!r}")
         if tls.key_file and not tls.cert_file:
             problems.add((*tls_loc, "key_file"), "key_file needs cert_file (the client certificate)")
+        elif (
+            tls.cert_file
+            and all(os.access(f, os.R_OK) for f in (tls.cert_file, tls.key_file) if f)
+            and (why := check_client_cert(tls.cert_file, tls.key_file))
+        ):
+            problems.add((*tls_loc, "cert_file"), why)
         egress = None
         if url is not None:
             own = r.egress_proxy is not None

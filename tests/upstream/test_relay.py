@@ -267,3 +267,16 @@ async def test_head_and_bodiless_statuses_keep_both_connections_usable(make_sign
     assert heads[0].startswith(b"HTTP/1.1 200 ") and b"Content-Length: 1000" in heads[0]
     assert heads[1].startswith(b"HTTP/1.1 304 ") and heads[2].startswith(b"HTTP/1.1 204 ")
     assert up.connections == 1, "bodiless answers leave the upstream connection reusable"
+
+
+def test_unusable_client_certificate_is_a_config_error(tmp_path: Any) -> None:
+    from proxy.config import ConfigError, load_config_text
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("client@example.test")
+    cert_file, key_file = tmp_path / "c.pem", tmp_path / "k.pem"
+    cert.cert_chain_pems[0].write_to_path(str(cert_file))
+    key_file.write_text("-----BEGIN PRIVATE KEY-----\nnot a key\n-----END PRIVATE KEY-----\n")
+    tls = {"cert_file": str(cert_file), "key_file": str(key_file)}
+    with pytest.raises(ConfigError, match="cannot load the client certificate"):
+        load_config_text(config_text([route(1, "https", tls=tls)]), env={})

@@ -38,6 +38,8 @@ from proxy.auth.base import AuthScheme
 from proxy.errors import ConfigError, ConfigProblem
 from proxy.redisurl import redis_url_problem
 from proxy.secret import Secret, reveal, secret_values_in, value_problem
+from proxy.upstream.egress import EgressProxy, parse_proxy_url, proxy_from_env
+from proxy.upstream.tls import check_client_cert
 from proxy.vault import (
     AppRoleAuth,
     KubernetesAuth,
@@ -92,11 +94,15 @@ class RouteTimeoutModel(_Model):
 class TLSModel(_Model):
     verify: bool = True
     ca_file: Text | None = None
+    cert_file: Text | None = None  # client certificate (mTLS), PEM
+    key_file: Text | None = None  # its private key; None when cert_file holds both
 
 
 class RouteTLSModel(_Model):
     verify: bool | None = None
     ca_file: Text | None = None
+    cert_file: Text | None = None
+    key_file: Text | None = None
 
 
 class DefaultsModel(_Model):
@@ -106,6 +112,7 @@ class DefaultsModel(_Model):
     max_in_flight: int = Field(1024, ge=1)
     spool_bytes: int = Field(1024 * 1024, ge=0)  # signed bodies above this go to a temp file
     spool_dir: Text | None = None  # where; default the system temp directory
+    egress_proxy: TextOrSecret | None = None  # http://[user:pass@]host:port, "env" or "none"
 
 
 class LimitsModel(_Model):
@@ -181,6 +188,7 @@ class RouteModel(_Model):
     tls: RouteTLSModel | None = None
     max_in_flight: int | None = Field(None, ge=1)
     rate_limit: RateLimitModel | None = None
+    egress_proxy: TextOrSecret | None = None
 
 
 class VaultAppRoleModel(_Model):
@@ -206,6 +214,8 @@ class VaultModel(_Model):
     namespace: Text | None = None
     ca_file: Text | None = None
     auth: VaultAuthModel | None = None
+
+
 class StateModel(_Model):
     """``state``: where limits and OAuth2 tokens are shared across processes (optional)."""
 
@@ -240,6 +250,8 @@ class Timeouts:
 class TLSSettings:
     verify: bool
     ca_file: str | None
+    cert_file: str | None = None
+    key_file: str | None = None
 
 
 @dataclass(frozen=True)
@@ -266,6 +278,7 @@ class Route:
     rate_limit: RateLimit | None = None
     spool_bytes: int = 1024 * 1024  # signed bodies larger than this are spooled to disk
     spool_dir: str | None = None  # None: the system temp directory
+    egress: EgressProxy | None = None  # resolved (env mode applied); None: direct
 
     @property
     def origin(self) -> str:
@@ -1025,7 +1038,7 @@ def _build_from(origin: ConfigOrigin, refs: References) -> Settings:
                 _build_auth(raw["auth"], ("routes", i, "auth"), problems)
         raise ConfigError(problems.items, source)
     assert isinstance(model, SettingsModel)
-    settings = _build_settings(model, problems, source, secrets)
+    settings = _build_settings(model, problems, source, secrets, origin.env)
     if settings is not None:
         _check_secret_values(settings, problems)
     vault = None
@@ -1088,6 +1101,22 @@ def _secrets_at(value: Any, loc: Loc) -> list[tuple[Loc, Secret]]:
     elif isinstance(value, list | tuple):
         items = enumerate(value)
     return [found for k, v in items for found in _secrets_at(v, (*loc, k))]
+
+
+def _egress(
+    value: str | Secret | None, loc: Loc, upstream: URL, env: Mapping[str, str], problems: _Problems
+) -> EgressProxy | None:
+    """The egress proxy for one upstream: a URL, ``env`` (curl's variables) or none."""
+    text = reveal(value) if isinstance(value, Secret) else value
+    if text is None or text.strip().lower() in ("", "none"):
+        return None
+    try:
+        if text.strip().lower() == "env":
+            return proxy_from_env(env, upstream.scheme, upstream.raw_host or "")
+        return parse_proxy_url(text.strip())
+    except ValueError as exc:  # the message never quotes the URL: it may hold a password
+        problems.add(loc, f"bad egress proxy: {exc}")
+        return None
 
 
 def _build_auth(
@@ -1183,7 +1212,11 @@ _METHOD = re.compile(r"[A-Za-z][A-Za-z0-9_-]*\Z")
 
 
 def _build_settings(
-    model: SettingsModel, problems: _Problems, source: str, secrets: set[str]
+    model: SettingsModel,
+    problems: _Problems,
+    source: str,
+    secrets: set[str],
+    env: Mapping[str, str],
 ) -> Settings | None:
     listen = admin = ("", 0)
     for key in ("listen", "admin_listen"):
@@ -1234,15 +1267,40 @@ def _build_settings(
                 by_client[client_name] = one
         rt = r.timeout or RouteTimeoutModel()
         rtls = r.tls or RouteTLSModel()
+        own_client_cert = rtls.cert_file is not None or rtls.key_file is not None
         tls = TLSSettings(
             verify=d.tls.verify if rtls.verify is None else rtls.verify,
             ca_file=rtls.ca_file if rtls.ca_file is not None else d.tls.ca_file,
+            # a route that names either file brings both: never a route cert with a default key
+            cert_file=rtls.cert_file if own_client_cert else d.tls.cert_file,
+            key_file=rtls.key_file if own_client_cert else d.tls.key_file,
         )
+        tls_loc = (*loc, "tls") if r.tls and (own_client_cert or rtls.ca_file) else ("defaults", "tls")
         if tls.ca_file and not os.access(tls.ca_file, os.R_OK):
-            problems.add(
-                (*loc, "tls", "ca_file") if r.tls else ("defaults", "tls", "ca_file"),
-                f"cannot read CA file {tls.ca_file!r}",
+            problems.add((*tls_loc, "ca_file"), f"cannot read CA file {tls.ca_file!r}")
+        for key, path in (("cert_file", tls.cert_file), ("key_file", tls.key_file)):
+            if path and not os.access(path, os.R_OK):
+                problems.add((*tls_loc, key), f"cannot read {key.replace('_', ' ')} {path!r}")
+        if tls.key_file and not tls.cert_file:
+            problems.add((*tls_loc, "key_file"), "key_file needs cert_file (the client certificate)")
+        elif (
+            tls.cert_file
+            and all(os.access(f, os.R_OK) for f in (tls.cert_file, tls.key_file) if f)
+            and (why := check_client_cert(tls.cert_file, tls.key_file))
+        ):
+            problems.add((*tls_loc, "cert_file"), why)
+        egress = None
+        if url is not None:
+            own = r.egress_proxy is not None
+            egress = _egress(
+                r.egress_proxy if own else d.egress_proxy,
+                (*loc, "egress_proxy") if own else ("defaults", "egress_proxy"),
+                url,
+                env,
+                problems,
             )
+            if egress is not None and egress.authorization:
+                secrets.add(egress.authorization.removeprefix("Basic "))
         if built is None or url is None:
             continue
         scheme_cls, options = built
@@ -1265,6 +1323,7 @@ def _build_settings(
                 rate_limit=_rate_limit(r.rate_limit),
                 spool_bytes=d.spool_bytes if r.spool_bytes is None else r.spool_bytes,
                 spool_dir=d.spool_dir,
+                egress=egress,
             )
         )
 

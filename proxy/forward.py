@@ -17,12 +17,12 @@ import json
 import logging
 import random
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 from aiohttp import web
 from multidict import istr
-from yarl import URL
 
 from proxy.auth import AuthScheme, UpstreamRequest
 from proxy.body import BodySpooler, SignedBody
@@ -35,18 +35,16 @@ from proxy.errors import (
     ProxyAuthRequired,
     RequestError,
     SpoolFailed,
-    UpstreamTimeout,
-    UpstreamUnreachable,
 )
+from proxy.exchange import Exchange, prepare
 from proxy.headers import RESPONSE_STRIPPED, SERVER_NAME, upstream_headers
 from proxy.log import enabled as log_enabled
-from proxy.log import get_logger
+from proxy.log import request_line
 from proxy.metrics import Metrics, status_class
-from proxy.neterrors import client_error_reason, is_tls_failure
+from proxy.neterrors import mid_body_failure, upstream_failure
 from proxy.routes import check_request_target
 from proxy.runtime import RouteRuntime, Runtime
-
-log = get_logger("signet.request")
+from proxy.upstream import RequestBodyFailed, UpstreamError, UpstreamResponse
 
 X_REQUEST_ID = istr("X-Request-Id")
 X_SIGNET_ERROR = istr("X-Signet-Error")
@@ -54,12 +52,17 @@ X_SIGNET_TOKEN = istr("X-Signet-Token")
 PROXY_AUTHORIZATION = istr("Proxy-Authorization")
 CONNECTION = istr("Connection")
 CONTENT_LENGTH = istr("Content-Length")
-HOST = istr("Host")
-_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+SERVER = istr("Server")
+_PLAIN_CONNECTION = frozenset({"keep-alive", "close"})  # name no other header
+CONTENT_TYPE = istr("Content-Type")
 
 
 class _BodyStalled(BadRequest):
     """The client stopped sending its body: answered 400 and the connection closed."""
+
+
+class _ClientBodyError(Exception):
+    """Raised into the upstream upload when the client's body stalls."""
 
 
 class _Aborted(Exception):
@@ -81,6 +84,18 @@ class _ProxyResponse(web.StreamResponse):
     """
 
     _send_headers_immediately = False
+    keep_server = True  # False: the upstream sent no Server header, so none is added
+    keep_content_type = True  # False: the upstream sent no Content-Type either
+
+    async def _prepare_headers(self) -> None:
+        # aiohttp adds "Server: Python/x aiohttp/y" to every response, and
+        # "Content-Type: application/octet-stream" to one with a body; a relayed
+        # answer carries the upstream's own values or none at all
+        await super()._prepare_headers()
+        if not self.keep_server:
+            self.headers.popall(SERVER, None)
+        if not self.keep_content_type:
+            self.headers.popall(CONTENT_TYPE, None)
 
 
 class ProxyHandler:
@@ -99,26 +114,19 @@ class ProxyHandler:
         runtime = self.runtime
         runtime.acquire()
         rid = _request_id(request.headers.get(X_REQUEST_ID))
-        info: dict[str, Any] = {
-            "route": None,
-            "client": None,
-            "upstream_status": None,
-            "upstream_ms": None,
-            "bytes_in": 0,
-            "bytes_out": 0,
-        }
+        info = Exchange()
         route: RouteRuntime | None = None
         status = 500
         try:
             try:
                 path, query = check_request_target(request.method, request.raw_path)
                 client = self._authenticate(runtime, request)
-                info["client"] = client
+                info.client = client
                 matched = runtime.table.match(path)
                 if matched is None:
                     raise NoRoute(f"no route matches {_clip(path)}")
                 route, rest = matched
-                info["route"] = route.name
+                info.route = route.name
                 if client is not None and not self._client_may_use(runtime, client, route.name):
                     raise Forbidden(
                         f"client {client!r} may not use route {route.name!r}", route=route.name
@@ -143,49 +151,57 @@ class ProxyHandler:
                 if exc.route is None and route is not None:
                     exc.route = route.name
                 status = exc.status
-                info["error"] = exc.code
-                info["message"] = exc.message
+                info.fail(exc.code, exc.message)
                 # the client's body was left half-read: close rather than read it on
                 close = isinstance(exc, BodyTooLarge | _BodyStalled | SpoolFailed)
                 return error_response(exc, rid, close=close)
             except _Aborted as exc:
-                status = info.get("status_sent", 502)
-                info["error"] = exc.code
-                info["message"] = exc.reason
-                return info["response"]
+                status = info.status_sent or 502
+                info.fail(exc.code, exc.reason)
+                response = info.response
+                assert isinstance(response, web.StreamResponse)
+                return response
         except asyncio.CancelledError:
-            info["error"] = "client_disconnected"
-            info["message"] = "client disconnected before the response was complete"
-            status = info.get("status_sent", 499)
+            info.fail("client_disconnected", "client disconnected before the response was complete")
+            status = info.status_sent or 499
             raise
         finally:
-            if (signed := info.get("body")) is not None:
-                signed.close()  # a spooled body's file goes, however the request ended
+            if info.body is not None:
+                info.body.close()  # a spooled body's file goes, however the request ended
             runtime.release()
-            self._count(info["route"] or "-", status, info["client"] or "-")
-            if log_enabled(logging.INFO):
-                self._log(request, info, status, started, rid)
+            self._count(info.route or "-", status, info.client or "-")
+            level = logging.WARNING if status >= 500 else logging.INFO
+            if log_enabled(level):
+                self._log(request, info, status, started, rid, level)
 
     @staticmethod
     def _log(
-        request: web.BaseRequest, info: dict[str, Any], status: int, started: float, rid: str
+        request: web.BaseRequest,
+        info: Exchange,
+        status: int,
+        started: float,
+        rid: str,
+        level: int,
     ) -> None:
-        duration = (time.perf_counter() - started) * 1000
-        log.info(
-            "request",
-            route=info["route"],
-            method=request.method,
-            path=_clip(request.raw_path.partition("?")[0]),
-            status=status,
-            upstream_status=info["upstream_status"],
-            duration_ms=round(duration, 3),
-            upstream_ms=info["upstream_ms"],
-            bytes_in=info["bytes_in"],
-            bytes_out=info["bytes_out"],
-            request_id=rid,
-            client=info["client"],
-            **({"error": info["error"], "message": info["message"]} if "error" in info else {}),
-        )
+        """The request line: one dict in the contract's field order, rendered by log.request_line."""
+        fields = {
+            "event": "request",
+            "route": info.route,
+            "method": request.method,
+            "path": _clip(request.raw_path.partition("?")[0]),
+            "status": status,
+            "upstream_status": info.upstream_status,
+            "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+            "upstream_ms": info.upstream_ms,
+            "bytes_in": info.bytes_in,
+            "bytes_out": info.bytes_out,
+            "request_id": rid,
+            "client": info.client or "-",  # as the metric label: "-" when there is no client
+        }
+        if info.error is not None:
+            fields["error"] = info.error
+            fields["message"] = info.message
+        request_line(level, fields)
 
     # ------------------------------------------------------- inbound clients
 
@@ -234,14 +250,13 @@ class ProxyHandler:
         rest: str,
         query: str,
         rid: str,
-        info: dict[str, Any],
+        info: Exchange,
     ) -> web.StreamResponse:
         client_info = None
         if route.route.forward_client_info:
             client_info = (request.remote or "", request.scheme)
         headers = upstream_headers(request.headers, route, rid, client_info)
-        upstream_path = route.upstream_path(rest)
-        scheme = route.scheme_for(info["client"])
+        scheme = route.scheme_for(info.client)
 
         buffered = route.needs_body or route.retries_401
         if buffered:
@@ -255,76 +270,67 @@ class ProxyHandler:
         if buffered:
             if has_body:
                 head = UpstreamRequest(
-                    request.method, upstream_path, query, headers, scheme_host=route.origin
+                    request.method,
+                    route.upstream_path(rest),
+                    query,
+                    headers,
+                    scheme_host=route.origin,
                 )
                 body = await self._read_body(request, route, scheme, head)
             else:
                 body = SignedBody.from_bytes(b"")
-            info["bytes_in"] = body.size
-            info["body"] = body  # closed by __call__
+            info.bytes_in = body.size
+            info.body = body  # closed by __call__
         elif has_body:
             stream = _count_body(request, self.body_read_timeout, info)
 
+        length = request.content_length if stream is not None else None
+        if body is not None:
+            length = body.size
+        raw_path = rest + "?" + query if query else rest
         attempt = 0
         while True:
             attempt += 1
-            prepared = UpstreamRequest(
-                method=request.method,
-                path=upstream_path,
-                query=query,
-                headers=headers,
-                body=body if route.needs_body else None,
-                scheme_host=route.origin,
-            )
-            result = await scheme.apply(prepared)
-            # headers is this request's own copy: set the scheme's values in place
-            # (a retry sets them again, replacing the first attempt's)
-            for k, v in result.headers.items():
-                headers[k] = v
-            final_query = query if result.query is None else result.query
-            url = URL(route.upstream_url(upstream_path, final_query), encoded=True)
-            data: Any = body.payload() if body is not None else stream
-            if body is not None and body.spooled:
-                headers[CONTENT_LENGTH] = str(body.size)  # streamed from the file, length known
+            prepared = await prepare(route, request.method, raw_path, headers, body, scheme=scheme)
             t0 = time.perf_counter()
             try:
-                upstream = await route.session.request(
+                upstream = await route.pool.request(
                     request.method,
-                    url,
-                    headers=headers,
-                    data=data if (has_body or body) else None,
-                    allow_redirects=False,
-                    timeout=route.timeout,
-                    compress=False,
-                    chunked=None,
+                    prepared.target,
+                    headers.items(),
+                    body.payload() if body is not None else stream,
+                    length=length,
+                    connect_timeout=route.connect_timeout,
+                    read_timeout=route.read_timeout,
                 )
-            except TimeoutError as exc:
-                raise UpstreamTimeout(_timeout_message(route, exc), route=route.name) from None
-            except aiohttp.ClientError as exc:
-                if info.get("body_stalled"):  # the client's body stalled, not the upstream
+            except RequestBodyFailed:
+                # the client's side failed: its body stalled, or it went away mid-upload
+                if info.body_stalled:
                     raise _client_timeout(route) from None
-                if (
-                    attempt == 1
-                    and isinstance(exc, aiohttp.ServerDisconnectedError)
-                    and request.method in _IDEMPOTENT
-                    and (stream is None)
-                ):
-                    continue  # a pooled keep-alive connection died under us: one fresh try
-                raise UpstreamUnreachable(
-                    _unreachable_message(route, exc), route=route.name
+                raise _BodyStalled(
+                    "the request body could not be read (client disconnected?)", route=route.name
+                ) from None
+            except UpstreamError as exc:
+                url = route.route.upstream
+                raise upstream_failure(
+                    exc,
+                    route=route.name,
+                    host=url.host or "",
+                    port=url.port,
+                    read_timeout=route.read_timeout,
                 ) from None
             upstream_ms = (time.perf_counter() - t0) * 1000
-            info["upstream_ms"] = round(upstream_ms, 3)
-            info["upstream_status"] = upstream.status
+            info.upstream_ms = round(upstream_ms, 3)
+            info.upstream_status = upstream.status
             if upstream.status == 429:  # the vendor's quota: pause the route (in the current runtime)
-                await self.runtime.admission.vendor_429(route.name, upstream.headers.get("Retry-After"))
+                await self.runtime.admission.vendor_429(route.name, upstream.header("Retry-After"))
             self._latency(route).observe(upstream_ms / 1000)
             if (
                 upstream.status == 401
                 and attempt == 1
                 and route.retries_401
                 and body is not None
-                and await scheme.on_unauthorized(result)
+                and await scheme.on_unauthorized(prepared.result)
             ):
                 upstream.close()
                 continue
@@ -374,61 +380,54 @@ class ProxyHandler:
     async def _stream_back(
         self,
         request: web.BaseRequest,
-        upstream: aiohttp.ClientResponse,
+        upstream: UpstreamResponse,
         route: RouteRuntime,
         rid: str,
-        info: dict[str, Any],
+        info: Exchange,
     ) -> web.StreamResponse:
         try:
-            response = _ProxyResponse(status=upstream.status, reason=upstream.reason)
+            response = _ProxyResponse(status=upstream.status, reason=upstream.reason or None)
             out = response.headers
-            for name, value in upstream.headers.items():
-                if name.lower() not in RESPONSE_STRIPPED:
+            fields = upstream.headers
+            hop = RESPONSE_STRIPPED
+            for name, value in fields:  # every Connection header names more hop-by-hop ones
+                if name.lower() == "connection" and value.lower() not in _PLAIN_CONNECTION:
+                    hop = hop | {t.strip().lower() for t in value.split(",")}
+            for name, value in fields:
+                if name.lower() not in hop:
                     out.add(name, value)
             out[X_REQUEST_ID] = rid
-            info["status_sent"] = upstream.status
-            info["response"] = response
+            response.keep_server = SERVER in out
+            response.keep_content_type = CONTENT_TYPE in out
+            if request.version < aiohttp.HttpVersion11 and CONTENT_LENGTH not in out:
+                response.force_close()  # HTTP/1.0 sees the end of a length-less body by the close
+            info.status_sent = upstream.status
+            info.response = response
             await response.prepare(request)  # head buffered: leaves with the first body bytes
             written = 0
-            content = upstream.content
-            first = True
-            while True:
-                try:
-                    if first:
-                        first = False
-                        chunk = content.read_nowait()  # what arrived with the upstream's head
-                        if not chunk and not content.at_eof():
-                            await response.write(b"")  # nothing yet: send the head now, never hold it
-                            chunk = await content.readany()
-                    else:
-                        chunk = await content.readany()
-                except TimeoutError:
-                    _abort(request)  # the client must see a truncated response, not a complete one
-                    raise _Aborted(
-                        "upstream_timeout",
-                        f"upstream sent nothing for {route.route.timeout.read}s mid-body",
-                    ) from None
-                except aiohttp.ClientError as exc:
-                    _abort(request)
-                    raise _Aborted(
-                        "upstream_reset",
-                        f"upstream connection failed mid-body: {type(exc).__name__}",
-                    ) from None
-                if not chunk:
-                    break
-                try:
-                    await response.write(chunk)
-                except ConnectionError:  # includes aiohttp's ClientConnectionResetError
-                    raise _Aborted(
-                        "client_disconnected", "client disconnected mid-response"
-                    ) from None
-                written += len(chunk)
-                info["bytes_out"] = written  # kept current: every way out logs it
+            try:
+                chunk = upstream.read_nowait()  # what arrived with the upstream's head
+                if not chunk and not upstream.at_eof:
+                    await response.write(b"")  # nothing yet: send the head now, never hold it
+                    chunk = await upstream.read()
+                while chunk:
+                    try:
+                        await response.write(chunk)
+                    except ConnectionError:  # includes aiohttp's ClientConnectionResetError
+                        raise _Aborted(
+                            "client_disconnected", "client disconnected mid-response"
+                        ) from None
+                    written += len(chunk)
+                    info.bytes_out = written  # kept current: every way out logs it
+                    chunk = await upstream.read()
+            except UpstreamError as exc:
+                _abort(request)  # the client must see a truncated response, not a complete one
+                raise _Aborted(*mid_body_failure(exc, route.read_timeout)) from None
             await response.write_eof()
             return response
         finally:
-            if upstream.content.is_eof():
-                upstream.release()  # back to the pool for keep-alive
+            if upstream.at_eof:
+                upstream.release()  # back to the pool for keep-alive, if it ended cleanly
             else:
                 upstream.close()  # half-read: the connection cannot be reused
 
@@ -494,7 +493,9 @@ async def _send_continue(request: web.BaseRequest) -> None:
         await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
 
-async def _count_body(request: web.BaseRequest, read_timeout: float, info: dict[str, Any]):  # type: ignore[no-untyped-def]
+async def _count_body(
+    request: web.BaseRequest, read_timeout: float, info: Exchange
+) -> AsyncIterator[bytes]:
     """Stream the client's body upstream, counting bytes, with a per-read timeout (slowloris)."""
     content = request.content
     total = 0
@@ -502,12 +503,12 @@ async def _count_body(request: web.BaseRequest, read_timeout: float, info: dict[
         try:
             chunk = await asyncio.wait_for(content.readany(), read_timeout)
         except TimeoutError:
-            info["body_stalled"] = True
-            raise aiohttp.ClientPayloadError("client body stalled") from None
+            info.body_stalled = True
+            raise _ClientBodyError("client body stalled") from None
         if not chunk:
             break
         total += len(chunk)
-        info["bytes_in"] = total
+        info.bytes_in = total
         yield chunk
 
 
@@ -531,16 +532,3 @@ def _abort(request: web.BaseRequest) -> None:
     transport = request.transport
     if transport is not None:
         transport.abort()
-
-
-def _timeout_message(route: RouteRuntime, exc: BaseException) -> str:
-    if isinstance(exc, aiohttp.ConnectionTimeoutError):
-        return f"connecting to the upstream took longer than {route.route.timeout.connect}s"
-    return f"the upstream sent nothing for {route.route.timeout.read}s"
-
-
-def _unreachable_message(route: RouteRuntime, exc: aiohttp.ClientError) -> str:
-    url = route.route.upstream
-    hint = " (a private CA? set tls.ca_file)" if is_tls_failure(exc) else ""
-    what = "cannot connect to upstream" if isinstance(exc, aiohttp.ClientConnectorError) else "upstream"
-    return f"{what} {url.host}:{url.port}: {client_error_reason(exc)}{hint}"

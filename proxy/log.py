@@ -8,9 +8,13 @@ exception text that quoted a header cannot leak one.
 
 from __future__ import annotations
 
+import asyncio
+import atexit
+import json
 import logging
 import re
 import sys
+import time
 from collections.abc import Iterable, MutableMapping
 from typing import Any
 
@@ -95,11 +99,103 @@ def enabled(level: int) -> bool:
     return level >= _MIN_LEVEL
 
 
+# ------------------------------------------------------------ the request line
+#
+# One line per request is the one log event on the hot path. structlog's chain
+# (processors, a bound logger per call, a renderer) cost 12-29 % of throughput;
+# this renders the same JSON object directly: one dict, one orjson dump. Same
+# fields as structlog would write (``level`` and ``timestamp`` last; compact
+# separators), the same redaction. The console format keeps structlog.
+#
+# Lines rendered in one event-loop pass leave in one write (whole lines only, so
+# workers sharing stderr never interleave within a line): under load that is
+# one syscall for many requests instead of one each. Pending lines are written
+# at the end of the pass, and at exit.
+
+_FAST_STREAM: Any = None  # set by configure_logging for the JSON format
+_PROCESS_FIELDS: dict[str, Any] = {}  # e.g. a worker's index and pid, on every request line
+
+
+def bind_process_fields(**fields: Any) -> None:
+    """Fields every request line of this process carries (structlog processors do it for the rest)."""
+    _PROCESS_FIELDS.update(fields)
+try:  # orjson renders the line in ~0.5 us instead of ~4 us: the bulk of the line's cost
+    import orjson
+
+    def _dumps(obj: dict[str, Any]) -> str:
+        return orjson.dumps(obj).decode()
+
+except ImportError:  # pragma: no cover - orjson is a dependency; keep working without it
+    _json = json.JSONEncoder(separators=(",", ":"))
+
+    def _dumps(obj: dict[str, Any]) -> str:
+        return _json.encode(obj)
+_ts_second = -1
+_ts_prefix = ""
+
+
+def _timestamp() -> str:
+    """structlog's ``TimeStamper(fmt="iso", utc=True)`` format, formatted once per second."""
+    global _ts_second, _ts_prefix
+    now = time.time()
+    second = int(now)
+    if second != _ts_second:
+        _ts_second = second
+        _ts_prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+    return f"{_ts_prefix}.{int((now - second) * 1_000_000):06d}Z"
+
+
+def request_line(level: int, fields: dict[str, Any]) -> None:
+    """Write one request event (``fields`` starts with ``"event"``), redacted."""
+    stream = _FAST_STREAM
+    if stream is None:  # console format (or not configured): the structlog way
+        event = fields.pop("event")
+        get_logger("signet.request").log(level, event, **fields)
+        return
+    pattern = REDACTOR._pattern
+    if pattern is not None:
+        for key, value in fields.items():
+            if isinstance(value, str) and pattern.search(value):
+                fields[key] = pattern.sub(MASK, value)
+    if _PROCESS_FIELDS:
+        for key, value in _PROCESS_FIELDS.items():
+            fields.setdefault(key, value)
+    fields["level"] = "warning" if level >= logging.WARNING else "info"
+    fields["timestamp"] = _timestamp()
+    _pending.append(_dumps(fields))
+    if len(_pending) == 1:
+        try:
+            asyncio.get_running_loop().call_soon(flush_request_lines)
+        except RuntimeError:  # no loop (a tool, a test): write now
+            flush_request_lines()
+
+
+_pending: list[str] = []
+
+
+def flush_request_lines() -> None:
+    """Write every pending request line in one write."""
+    if not _pending or _FAST_STREAM is None:
+        return
+    text = "\n".join(_pending) + "\n"
+    _pending.clear()
+    try:
+        _FAST_STREAM.write(text)
+        _FAST_STREAM.flush()
+    except (OSError, ValueError):  # the stream was closed under us (shutdown, a test's capture)
+        pass
+
+
+atexit.register(flush_request_lines)
+
+
 def configure_logging(fmt: str = "json", level: str = "info", stream: Any = None) -> None:
     """JSON lines (default) or a console renderer, on stderr."""
-    global _MIN_LEVEL
+    global _MIN_LEVEL, _FAST_STREAM
+    flush_request_lines()  # lines rendered for the previous stream go there
     _MIN_LEVEL = _LEVELS.get(level, logging.INFO)
     stream = stream or sys.stderr
+    _FAST_STREAM = stream if fmt != "console" else None
     renderer: Any
     if fmt == "console":
         renderer = structlog.dev.ConsoleRenderer(colors=False)

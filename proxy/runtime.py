@@ -1,4 +1,4 @@
-"""Everything built from one loaded config: schemes, HTTP pools, the prefix table.
+"""Everything built from one loaded config: schemes, upstream pools, the prefix table.
 
 A :class:`Runtime` is immutable once started. A reload builds a new one and
 swaps it in; requests already running keep the runtime they started with,
@@ -14,7 +14,6 @@ import ssl
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
 from multidict import istr
 
 from proxy.admission import build_admission
@@ -27,25 +26,9 @@ from proxy.redislimit import shared_limit_store
 from proxy.routes import PrefixTable
 from proxy.secret import reveal
 from proxy.state import SharedState, shared_state
+from proxy.upstream import Origin, Pool, client_context
 
-STREAM_BUFSIZE = 256 * 1024
-
-
-class _StrictConnector(aiohttp.TCPConnector):
-    """A pool that never reuses a connection the upstream wrote to while it was idle.
-
-    aiohttp parses bytes that arrive on a pooled keep-alive connection and
-    hands them to the next request as its response: an upstream that sends an
-    extra response (or garbage) would shift every later answer on that
-    connection to the wrong client. Such a connection is closed instead.
-    """
-
-    async def _get(self, key: Any, traces: Any) -> Any:
-        while True:
-            conn = await super()._get(key, traces)
-            if conn is None or not conn.protocol.should_close:
-                return conn
-            conn.close()
+MAX_IDLE = 30.0  # seconds an idle upstream keep-alive connection is kept
 
 
 @dataclass(eq=False)
@@ -54,14 +37,15 @@ class RouteRuntime:
 
     route: Route
     scheme: AuthScheme
-    session: aiohttp.ClientSession
-    timeout: aiohttp.ClientTimeout
+    pool: Pool
+    connect_timeout: float
+    read_timeout: float
     stripped: frozenset[str]
     set_headers: tuple[tuple[istr, str], ...]
     base_path: str  # upstream base path, no trailing slash ('' for the root)
     origin: str  # scheme://host[:port], computed once (str(URL.origin()) per request showed in profiles)
-    needs_body: bool
-    retries_401: bool
+    needs_body: bool  # any of the route's schemes (its own or a client's) signs the body
+    retries_401: bool  # any of them can make a second attempt worthwhile
     in_flight: int = 0
     metric_children: dict[Any, Any] = field(default_factory=dict)
     client_schemes: dict[str, AuthScheme] = field(default_factory=dict)  # auth_by_client
@@ -80,17 +64,17 @@ class RouteRuntime:
         """The raw path sent upstream: the base path plus what follows the prefix."""
         return (self.base_path + rest) or "/"
 
-    def upstream_url(self, path: str, query: str) -> str:
-        """The full raw URL sent upstream (what the pipeline sends and ``sign`` prints)."""
-        return self.origin + path + ("?" + query if query else "")
+
+def ssl_context_for(route: Route) -> ssl.SSLContext:
+    tls = route.tls
+    return client_context(tls.verify, tls.ca_file, tls.cert_file, tls.key_file)
 
 
-def ssl_context_for(route: Route) -> ssl.SSLContext | bool:
-    if not route.tls.verify:
-        return False
-    if route.tls.ca_file:
-        return ssl.create_default_context(cafile=route.tls.ca_file)
-    return True
+def origin_of(route: Route) -> Origin:
+    url = route.upstream
+    scheme = url.scheme
+    port = url.port or (443 if scheme == "https" else 80)
+    return Origin(scheme, url.raw_host or "", port)
 
 
 class Runtime:
@@ -103,7 +87,7 @@ class Runtime:
         self.active = 0  # requests currently using this runtime
         self._idle = asyncio.Event()
         self._idle.set()
-        self._sessions: dict[tuple[Any, ...], aiohttp.ClientSession] = {}
+        self._pools: dict[tuple[Any, ...], Pool] = {}
         self.routes: list[RouteRuntime] = []
         self.table: PrefixTable[RouteRuntime] = PrefixTable([])
         self.clients: tuple[Client, ...] | None = settings.clients
@@ -113,27 +97,14 @@ class Runtime:
             settings, metrics, shared_limit_store(self.state, settings)
         )
 
-    def _session_for(self, route: Route) -> aiohttp.ClientSession:
-        key = (route.origin, route.tls.verify, route.tls.ca_file)
-        session = self._sessions.get(key)
-        if session is None:
-            connector = _StrictConnector(
-                limit=0,  # per-route max_in_flight bounds concurrency instead
-                ssl=ssl_context_for(route),
-                keepalive_timeout=30,
-                ttl_dns_cache=60,
-            )
-            session = aiohttp.ClientSession(
-                connector=connector,
-                cookie_jar=aiohttp.DummyCookieJar(),
-                auto_decompress=False,
-                skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
-                trust_env=False,
-                requote_redirect_url=False,
-                read_bufsize=STREAM_BUFSIZE,
-            )
-            self._sessions[key] = session
-        return session
+    def _pool_for(self, route: Route) -> Pool:
+        key = (route.origin, route.tls, route.egress)
+        pool = self._pools.get(key)
+        if pool is None:
+            origin = origin_of(route)
+            context = ssl_context_for(route) if origin.scheme == "https" else None
+            pool = self._pools[key] = Pool(origin, context, max_idle=MAX_IDLE, proxy=route.egress)
+        return pool
 
     async def start(self) -> None:
         built: list[RouteRuntime] = []
@@ -149,41 +120,32 @@ class Runtime:
                     read_timeout=route.timeout.read,
                     ssl=ssl_context_for(route),
                     metrics=self.metrics,
+                    egress=route.egress,
                     state=self.state,
                 )
                 scheme = route.scheme_cls(route.auth, context)
                 await scheme.start()
                 client_schemes = await _client_schemes(route, context)
+                schemes = (scheme, *client_schemes.values())
                 base_path = route.upstream.raw_path.rstrip("/")
                 built.append(
                     RouteRuntime(
                         route=route,
                         scheme=scheme,
-                        session=self._session_for(route),
-                        timeout=aiohttp.ClientTimeout(
-                            total=None, connect=route.timeout.connect, sock_read=route.timeout.read
-                        ),
+                        pool=self._pool_for(route),
+                        connect_timeout=route.timeout.connect,
+                        read_timeout=route.timeout.read,
                         # recipes set theirs per instance; a client's own scheme may set others
                         stripped=stripped_names(
-                            route.strip_headers,
-                            [
-                                *scheme.injected_headers,
-                                *(h for s in client_schemes.values() for h in s.injected_headers),
-                            ],
+                            route.strip_headers, [h for s in schemes for h in s.injected_headers]
                         ),
                         set_headers=tuple(
                             (istr(k), reveal(v)) for k, v in route.set_headers.items()
                         ),
                         base_path=base_path,
                         origin=route.origin,
-                        needs_body=any(
-                            getattr(s, "needs_body", False)
-                            for s in (scheme, *client_schemes.values())
-                        ),
-                        retries_401=any(
-                            type(s).on_unauthorized is not AuthScheme.on_unauthorized
-                            for s in (scheme, *client_schemes.values())
-                        ),
+                        needs_body=any(s.needs_body for s in schemes),
+                        retries_401=any(s.retries_on_401 for s in schemes),
                         client_schemes=client_schemes,
                     )
                 )
@@ -222,9 +184,9 @@ class Runtime:
             for scheme in (r.scheme, *r.client_schemes.values()):
                 with contextlib.suppress(Exception):  # closing must go on for the others
                     await scheme.close()
-        for session in self._sessions.values():
-            await session.close()
-        self._sessions.clear()
+        pools = list(self._pools.values())
+        self._pools.clear()
+        await asyncio.gather(*(p.close() for p in pools))
         with contextlib.suppress(Exception):
             await self.admission.close()
         if self.state is not None:

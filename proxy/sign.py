@@ -1,7 +1,8 @@
 """``signet sign``: the exact request Signet would send, without sending it.
 
 It runs the same steps as the pipeline (target check, route match, header
-stripping, the scheme's ``apply``) so what it prints is what goes upstream.
+stripping, and :func:`proxy.exchange.prepare`, the pipeline's own signing
+step) so what it prints is what goes upstream.
 Secret-bearing values are masked unless ``--show-secrets``.
 """
 
@@ -15,6 +16,7 @@ from proxy.auth import AuthResult, UpstreamRequest
 from proxy.clock import SYSTEM_CLOCK, Clock, FrozenClock
 from proxy.config import Settings
 from proxy.errors import NoRoute
+from proxy.exchange import prepare
 from proxy.headers import upstream_headers
 from proxy.metrics import Metrics
 from proxy.routes import check_request_target
@@ -65,26 +67,20 @@ async def dry_run(
         if body:
             client_headers["Content-Length"] = str(len(body))
         out = upstream_headers(client_headers, route, "signet-sign-" + uuid.uuid4().hex[:8])
-        upstream_path = route.upstream_path(rest)
-        request = UpstreamRequest(
-            method=method,
-            path=upstream_path,
-            query=query,
-            headers=out,
-            body=body if route.needs_body else None,
-            scheme_host=route.origin,
-        )
         placeholder = getattr(route.scheme, "placeholder_result", None)
+        apply = None
+        shown_secret_headers: frozenset[str] = frozenset()  # "<token>" is not a secret
         if placeholder is not None and not fetch_token:
-            result: AuthResult = placeholder()
-            shown_secret_headers: frozenset[str] = frozenset()  # "<token>" is not a secret
-        else:
-            result = await route.scheme.apply(request)
-            shown_secret_headers = frozenset(h.lower() for h in result.secret_headers)
-        for k, v in result.headers.items():
-            out[k] = v
-        final_query = query if result.query is None else result.query
-        url = route.upstream_url(upstream_path, final_query)
+
+            async def apply(_: UpstreamRequest) -> AuthResult:
+                return placeholder()
+
+        # the pipeline's own step: what is printed is what serve would send
+        raw_path = rest + "?" + query if query else rest
+        prepared = await prepare(route, method, raw_path, out, body, apply=apply)
+        if apply is None:
+            shown_secret_headers = frozenset(h.lower() for h in prepared.result.secret_headers)
+        url = route.origin + prepared.target
         secrets = runtime.secret_values() if not show_secrets else set()
         lines = [f"{method} {url}"]
         for name, value in out.items():
@@ -95,8 +91,8 @@ async def dry_run(
         if body:
             shown = body.decode("utf-8", errors="replace")
             text += (_mask_text(shown, secrets) if not show_secrets else shown) + "\n"
-        if show_secrets and result.debug:  # e.g. SigV4's canonical request: may hold secrets
-            text += "".join(f"\n{label}:\n{value}\n" for label, value in result.debug)
+        if show_secrets and prepared.result.debug:  # e.g. SigV4's canonical request: may hold secrets
+            text += "".join(f"\n{label}:\n{value}\n" for label, value in prepared.result.debug)
         return text
     finally:
         await runtime.close()

@@ -311,9 +311,11 @@ class ClientCredentialsFetcher:
         connect_timeout: float = 5.0,
         read_timeout: float = 60.0,
         ssl: Any = None,
+        proxy: Any = None,  # proxy.upstream.egress.EgressProxy | None: the route's egress proxy
     ) -> None:
         self.spec = spec
         self.clock = clock
+        self.proxy = proxy
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
         self.ssl = True if ssl is None else ssl
@@ -339,6 +341,17 @@ class ClientCredentialsFetcher:
         if session is not None and not session.closed:
             await session.close()
 
+    def _proxy_kwargs(self) -> dict[str, Any]:
+        """aiohttp's proxy arguments (CONNECT for https) when the route goes through one."""
+        p = self.proxy
+        if p is None:
+            return {}
+        user = password = None
+        if p.authorization:  # in the proxy URL: aiohttp sends it to the proxy only (http and CONNECT)
+            auth = aiohttp.BasicAuth.decode(p.authorization)
+            user, password = auth.login, auth.password
+        return {"proxy": URL.build(scheme="http", user=user, password=password, host=p.host, port=p.port)}
+
     def _secrets(self) -> list[str]:
         return [self.spec.client_secret, *self.spec.secret_values]
 
@@ -357,6 +370,7 @@ class ClientCredentialsFetcher:
                 headers=headers,
                 allow_redirects=False,
                 ssl=self.ssl,
+                **self._proxy_kwargs(),
             ) as resp:
                 status = resp.status
                 content_type = resp.headers.get("Content-Type", "")

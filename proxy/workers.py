@@ -42,7 +42,7 @@ from typing import Any
 
 from proxy.config import load_config_async, override_listen
 from proxy.errors import ConfigError, ListenError, SignetError
-from proxy.log import configure_logging, get_logger
+from proxy.log import bind_process_fields, configure_logging, get_logger
 from proxy.serving import os_reason, run_async
 
 WORKER_SPEC_ENV = "SIGNET_WORKER_SPEC"
@@ -373,6 +373,7 @@ def worker_main() -> int:
         return event
 
     structlog.configure(processors=[tag, *structlog.get_config()["processors"]])
+    bind_process_fields(worker=index, pid=pid)  # request lines are rendered outside structlog
     wlog = get_logger("signet")
     path = spec["config"]
     listen = (spec["listen"][0], int(spec["listen"][1]))

@@ -255,7 +255,7 @@ class AwsSigV4(AuthScheme):
         self.service = options.service
         self.s3 = options.service == "s3"
         self.unsigned = options.payload == "unsigned"
-        self.needs_body = not self.unsigned  # type: ignore[misc]
+        self.needs_body = not self.unsigned
         self._scope_tail = f"/{self.region}/{self.service}/aws4_request"
         self._key_cache: tuple[str, Secret, bytes] | None = None
         self._host_cache: tuple[str, str] = ("", "")

@@ -15,6 +15,14 @@ A scheme declares, as class attributes:
   ``max_body_bytes``) and pass it in ``UpstreamRequest.body``;
 - ``body_digests``: digests of the body the scheme uses (``sha256``,
   ``md5``...), computed as the bytes arrive when the body is spooled to disk;
+- ``retries_on_401``: whether :meth:`AuthScheme.on_unauthorized` can make a
+  second attempt worthwhile (a token scheme), so the pipeline keeps the body.
+
+``needs_body`` and ``retries_on_401`` are capabilities of the *instance*: the
+class value is the default, and a scheme whose answer depends on its options
+(an ``hmac`` recipe signs the body only when a template uses it) sets them in
+``__init__``. The pipeline and ``signet check`` read them from the instance,
+never from the class or by comparing methods.
 - ``injected_headers``: header names it sets, always stripped from clients.
 """
 
@@ -95,6 +103,7 @@ class SchemeContext:
     connect_timeout: float = 5.0
     read_timeout: float = 60.0
     ssl: Any = None  # ssl.SSLContext | bool | None, for schemes that make their own calls
+    egress: Any = None  # proxy.upstream.egress.EgressProxy | None: the route's egress proxy
     metrics: Any = None  # proxy.metrics.Metrics | None
     state: Any = None  # proxy.state.SharedState | None: Redis shared across processes
 
@@ -104,8 +113,9 @@ class AuthScheme:
 
     name: ClassVar[str]
     Options: ClassVar[type[SchemeOptions]] = SchemeOptions
-    needs_body: ClassVar[bool] = False
-    body_digests: ClassVar[frozenset[str]] = frozenset()
+    needs_body: bool = False
+    retries_on_401: bool = False
+    body_digests: frozenset[str] = frozenset()
     injected_headers: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, options: SchemeOptions, context: SchemeContext) -> None:

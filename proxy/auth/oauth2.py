@@ -102,6 +102,7 @@ class _BearerTokenScheme(AuthScheme):
     """Shared machinery: a fetcher (HTTP) and a manager (cache/single flight/backoff)."""
 
     needs_body = True  # so a 401 can be retried with the same bytes
+    retries_on_401 = True  # a rejected token is dropped and a fresh one fetched
     injected_headers = frozenset({"Authorization"})
 
     def __init__(self, options: Any, context: SchemeContext) -> None:
@@ -113,6 +114,7 @@ class _BearerTokenScheme(AuthScheme):
             connect_timeout=context.connect_timeout,
             read_timeout=context.read_timeout,
             ssl=context.ssl,
+            proxy=context.egress,  # token requests leave the way the route's requests do
         )
         self.tokens = TokenManager(
             route=context.route,

@@ -474,8 +474,8 @@ class HmacRecipe(AuthScheme):
         self._post_names = frozenset(name for name, _, _ in self._post_query)
         self._sets_query = bool(options.query)
 
-        self.needs_body = bool(used & BODY_PLACEHOLDERS)  # type: ignore[misc]
-        self.body_digests = frozenset(  # type: ignore[misc]
+        self.needs_body = bool(used & BODY_PLACEHOLDERS)
+        self.body_digests = frozenset(
             name for name in ("sha256", "md5") if f"body_{name}" in used
         )
         self._inline = frozenset(inline)

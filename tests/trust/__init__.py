@@ -156,15 +156,9 @@ def num_fds() -> int:
 
 
 def pooled_connections(app: Any) -> tuple[int, int]:
-    """(idle pooled, acquired) upstream connections over every route session."""
-    idle = acquired = 0
-    for r in app.runtime.routes:
-        conn = r.session.connector
-        if conn is None:
-            continue
-        idle += sum(len(v) for v in conn._conns.values())
-        acquired += len(conn._acquired)
-    return idle, acquired
+    """(idle pooled, acquired) upstream connections over every route's pool."""
+    pools = {id(r.pool): r.pool for r in app.runtime.routes}.values()
+    return sum(p.idle_count for p in pools), sum(p.active_count for p in pools)
 
 
 def route_state(app: Any) -> tuple[int, int]:

@@ -21,6 +21,7 @@ import trustme
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
+from proxy.upstream import UpstreamResponse
 from tests.conftest import config_text
 from tests.fakes import STATE, upstream_app
 from tests.trust import (
@@ -111,7 +112,7 @@ class LeakCheck:
         self.app = app
         self.tasks = len(asyncio.all_tasks())
         self.fds = num_fds()
-        self.objects = tracked(aiohttp.ClientResponse, web.BaseRequest)
+        self.objects = tracked(UpstreamResponse, web.BaseRequest)
 
     async def verify(self) -> None:
         app = self.app
@@ -126,7 +127,7 @@ class LeakCheck:
             what="fds back to baseline",
         )
         await wait_until(
-            lambda: tracked(aiohttp.ClientResponse, web.BaseRequest) <= self.objects,
+            lambda: tracked(UpstreamResponse, web.BaseRequest) <= self.objects,
             what="no response/request objects kept",
         )
         assert not [h for h in server.connections if isinstance(h, RequestHandler)]

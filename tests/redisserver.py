@@ -7,6 +7,7 @@ configured with the URL see an outage and a recovery.
 
 from __future__ import annotations
 
+import atexit
 import shutil
 import socket
 import subprocess
@@ -30,6 +31,7 @@ class RedisServer:
         self.port = port or free_port()
         self.args = args  # extra redis-server options, e.g. ("--requirepass", "...")
         self.dir = Path(tempfile.mkdtemp(prefix="signet-redis-"))
+        atexit.register(shutil.rmtree, self.dir, ignore_errors=True)  # the server's log and dir
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import secrets as pysecrets
+import shutil
 import socket
 import ssl
 import subprocess
@@ -42,6 +44,7 @@ class Bao:
         self.addr = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
         self.home = tempfile.mkdtemp(prefix="signet-bao-home-")
+        atexit.register(shutil.rmtree, self.home, ignore_errors=True)  # its log holds the root token
         # not in LOG_DIR: the dev server prints its root token, and this is not a Signet log
         self.log_path = Path(self.home) / "bao.log"
         self.ca_file = Path(self.home) / "vault-ca.pem"  # written by -dev-tls

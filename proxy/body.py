@@ -119,7 +119,8 @@ class SignedBody:
         self._fd = fd
         self._digests = dict(digests or {})
         self._prefixed = prefixed
-        self._readers: weakref.WeakSet[_FileReader] = weakref.WeakSet()
+        # readings of a spooled body; made with the first (an in-memory body never needs one)
+        self._readers: weakref.WeakSet[_FileReader] | None = None
         # a forgotten body still closes its descriptor when collected
         self._closer = weakref.finalize(self, os.close, fd) if fd is not None else None
 
@@ -203,6 +204,8 @@ class SignedBody:
         if self._data is not None:
             return _memory_chunks(self._data)
         reader = _FileReader(self._reader_fd(), self.size, size)
+        if self._readers is None:
+            self._readers = weakref.WeakSet()
         self._readers.add(reader)
         return reader
 
@@ -212,7 +215,7 @@ class SignedBody:
 
     def close(self) -> None:
         """Free the file and end every reading of it. Idempotent."""
-        for reader in list(self._readers):
+        for reader in list(self._readers or ()):
             reader.close()
         if self._closer is not None:
             self._closer()

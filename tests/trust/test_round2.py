@@ -170,6 +170,17 @@ async def test_raw_utf8_in_the_target_is_forwarded_byte_for_byte(
     assert b"\r\nX-V: \xc3\xa9\r\n" in got[2].head
 
 
+async def test_header_values_with_high_bytes_are_forwarded_byte_for_byte(
+    make_signet: Any, raw_upstream: RawUpstream
+) -> None:
+    """UTF-8 and bytes that are not UTF-8 in a header value reach the upstream as they were sent."""
+    port = await start(make_signet, raw_upstream)
+    resp = await raw_exchange(port, get(b"/up/h", b"X-A: \xff\xfeok", b"X-B: caf\xc3\xa9"))
+    assert resp.status == 200, resp.raw[:300]
+    lines = raw_upstream.received[-1].head.split(b"\r\n")
+    assert b"X-A: \xff\xfeok" in lines and b"X-B: caf\xc3\xa9" in lines, lines
+
+
 async def test_control_bytes_and_invalid_utf8_in_the_target_stay_400(
     make_signet: Any, raw_upstream: RawUpstream
 ) -> None:

@@ -16,6 +16,7 @@ records the exact bytes it receives.
 from __future__ import annotations
 
 import json
+import os
 import posixpath
 from typing import Any
 from urllib.parse import unquote
@@ -371,6 +372,8 @@ def test_report_hostile_count(request: pytest.FixtureRequest) -> None:
     prop = test_hostile_requests_get_contract_answers_and_stay_in_base_path.__name__
     if not any(getattr(item, "originalname", item.name) == prop for item in request.session.items):
         pytest.skip("the property test was not selected in this session")
+    if TRIED["count"] == 0 and os.environ.get("PYTEST_XDIST_WORKER"):
+        pytest.skip("the property test ran in another xdist worker (its count is not visible here)")
     print(
         f"\nhostile inputs tried: {TRIED['count']}, forwarded: {TRIED['forwarded']}, statuses: {TRIED['statuses']}"
     )

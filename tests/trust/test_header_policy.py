@@ -6,6 +6,7 @@ rules themselves, including the response side the pipeline uses.
 
 from __future__ import annotations
 
+import re
 from types import SimpleNamespace
 from typing import Any
 
@@ -87,3 +88,14 @@ def test_response_headers_drop_hop_by_hop_and_every_connection_named_one() -> No
         ]
     )
     assert list(response_headers(upstream).items()) == [("Content-Type", "text/plain"), ("Set-Cookie", "a=b")]
+
+
+def test_readme_names_every_header_a_scheme_injects() -> None:
+    """The README's "Always stripped" paragraph lists what the registry says."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    paragraph = readme.split("**Always stripped from the client's request**", 1)[1].split("\n\n", 1)[0]
+    listed = {name.lower() for name in re.findall(r"`([A-Za-z0-9_-]+)`", paragraph)}
+    missing = sorted(set(all_injected_headers()) - listed)  # the registry's names are lower-case
+    assert missing == [], missing

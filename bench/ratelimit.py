@@ -35,7 +35,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -43,6 +42,11 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+HERE_DIR = str(Path(__file__).resolve().parent)
+if HERE_DIR not in sys.path:
+    sys.path.insert(0, HERE_DIR)
+from run import free_port, wait_port  # noqa: E402  (bench/run.py's helpers)
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -58,21 +62,8 @@ ROWS = {
 }
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
-def wait_port(port: int, proc: subprocess.Popen[Any], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args!r} exited with {proc.returncode}")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-            return
-        time.sleep(0.05)
-    raise RuntimeError(f"port {port} not listening after {timeout}s")
 
 
 def start(work: Path, name: str, args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[Any]:

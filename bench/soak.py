@@ -32,7 +32,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -45,15 +44,16 @@ from typing import Any
 import aiohttp
 import psutil
 
+HERE_DIR = str(Path(__file__).resolve().parent)
+if HERE_DIR not in sys.path:
+    sys.path.insert(0, HERE_DIR)
+from run import free_port  # noqa: E402  (bench/run.py's helpers)
+
 ROOT = Path(__file__).resolve().parent.parent
 HERE = Path(__file__).resolve().parent
 ROUTES = ("none", "signed", "oauth")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Child:

@@ -24,16 +24,19 @@ import hashlib
 import hmac
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
 import psutil
+
+HERE_DIR = str(Path(__file__).resolve().parent)
+if HERE_DIR not in sys.path:
+    sys.path.insert(0, HERE_DIR)
+from run import free_port, wait_port  # noqa: E402  (bench/run.py's helpers)
 
 ROOT = Path(__file__).resolve().parent.parent
 MiB = 1024 * 1024
@@ -78,23 +81,8 @@ def run_sink(port: int, secret: str) -> None:
 # --------------------------------------------------------------------- helpers
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
-def wait_port(port: int, proc: subprocess.Popen[Any], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"process exited with {proc.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on {port}")
 
 
 class PeakRss:

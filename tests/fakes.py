@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import socket
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -133,3 +134,11 @@ def dumps(obj: object) -> str:
 
 def _raw_headers(request: web.Request) -> list[tuple[str, str]]:
     return [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.raw_headers]
+
+
+def free_port() -> int:
+    """A port the kernel just handed out, for servers that cannot bind port 0 and report it
+    (redis-server, bao, tinyproxy): bound, read, released."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

@@ -6,7 +6,6 @@ import atexit
 import os
 import secrets as pysecrets
 import shutil
-import socket
 import ssl
 import subprocess
 import sys
@@ -20,14 +19,11 @@ from typing import Any
 import hvac
 
 from tests.conftest import secret
+from tests.fakes import free_port
 
 BAO = Path(sys.executable).parent / "bao"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Bao:

@@ -21,7 +21,7 @@ from proxy.config import ConfigError, load_config_text
 from proxy.mock.oauth import OAUTH_STATE, create_app
 from proxy.upstream.egress import no_proxy_matches, parse_proxy_url, proxy_from_env
 from tests.conftest import SUITE_SECRETS, config_text, secret
-from tests.fakes import STATE, upstream_app
+from tests.fakes import STATE, free_port, upstream_app
 from tests.upstream import RawUpstream
 
 TINYPROXY = shutil.which("tinyproxy") or "/usr/bin/tinyproxy"
@@ -29,10 +29,6 @@ PROXY_PASS = secret("egress-proxy-pass-7f3a9c")
 OAUTH_SECRET = secret("egress-oauth-client-secret-5c1e")
 
 
-def free_port() -> int:
-    with socket.socket() as s:  # tinyproxy cannot take Port 0: ask the kernel, then hand it over
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Tinyproxy:

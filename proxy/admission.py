@@ -126,7 +126,7 @@ class Admission:
             if policy is not None:
                 why = policy.denial(route, method, path or "/")
                 if why is not None:
-                    self._counter("denied", route, client).inc()
+                    self.denied(route, client)
                     raise Forbidden(why, route=route)
             limit = self.client_limits.get(client)
             if limit is not None:
@@ -147,6 +147,10 @@ class Admission:
             # again behind the pause, within what is left of max_wait
             waited += await self._take_route(limit, route, client, limit.max_wait - waited)
         self._histogram(route).observe(waited)
+
+    def denied(self, route: str, client: str) -> None:
+        """Count a policy denial: an ``allow`` rule missed, or a route outside the client's list."""
+        self._counter("denied", route, client).inc()
 
     async def vendor_429(self, route: str, retry_after: str | None) -> None:
         """The vendor answered 429: pause the route for its ``Retry-After`` (if it gave one)."""

@@ -128,6 +128,7 @@ class ProxyHandler:
                 route, rest = matched
                 info.route = route.name
                 if client is not None and not self._client_may_use(runtime, client, route.name):
+                    runtime.admission.denied(route.name, client)
                     raise Forbidden(
                         f"client {client!r} may not use route {route.name!r}", route=route.name
                     )

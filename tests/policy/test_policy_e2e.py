@@ -80,6 +80,7 @@ async def test_denials_name_the_rule_and_are_counted(make_signet: Any, upstream:
     async with aiohttp.ClientSession() as s, s.get(app.admin_url + "/metrics") as r:
         metrics = await r.text()
     assert 'signet_policy_denied_total{client="reporting",route="tc"} 4.0' in metrics
+    assert 'signet_policy_denied_total{client="reporting",route="other"} 1.0' in metrics  # route list
     assert REPORTING not in metrics
 
 

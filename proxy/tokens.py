@@ -40,6 +40,7 @@ from proxy.clock import SYSTEM_CLOCK, Clock
 from proxy.errors import StateUnavailable, TokenError
 from proxy.log import REDACTOR
 from proxy.neterrors import client_error_reason
+from proxy.upstream.egress import aiohttp_proxy
 
 log = structlog.get_logger("signet.tokens")
 
@@ -341,17 +342,6 @@ class ClientCredentialsFetcher:
         if session is not None and not session.closed:
             await session.close()
 
-    def _proxy_kwargs(self) -> dict[str, Any]:
-        """aiohttp's proxy arguments (CONNECT for https) when the route goes through one."""
-        p = self.proxy
-        if p is None:
-            return {}
-        user = password = None
-        if p.authorization:  # in the proxy URL: aiohttp sends it to the proxy only (http and CONNECT)
-            auth = aiohttp.BasicAuth.decode(p.authorization)
-            user, password = auth.login, auth.password
-        return {"proxy": URL.build(scheme="http", user=user, password=password, host=p.host, port=p.port)}
-
     def _secrets(self) -> list[str]:
         return [self.spec.client_secret, *self.spec.secret_values]
 
@@ -370,7 +360,7 @@ class ClientCredentialsFetcher:
                 headers=headers,
                 allow_redirects=False,
                 ssl=self.ssl,
-                **self._proxy_kwargs(),
+                proxy=aiohttp_proxy(self.proxy),
             ) as resp:
                 status = resp.status
                 content_type = resp.headers.get("Content-Type", "")

@@ -44,6 +44,7 @@ from proxy.tokens import (
     sanitize,
     schedule,
 )
+from proxy.upstream.egress import aiohttp_proxy
 
 STS_VERSION = "2011-06-15"
 REFRESH_BEFORE = 300.0  # seconds; with shorter lives the manager renews at half life
@@ -219,6 +220,7 @@ class WebIdentity:
                 headers=headers,
                 allow_redirects=False,
                 ssl=True if self.context.ssl is None else self.context.ssl,
+                proxy=aiohttp_proxy(self.context.egress),  # the route's egress proxy, as for OAuth2
             ) as resp:
                 status = resp.status
                 raw = bytearray()

@@ -44,6 +44,22 @@ class EgressProxy:
         return f"EgressProxy({self.host}:{self.port}{', credentials=***' if self.authorization else ''})"
 
 
+def aiohttp_proxy(proxy: EgressProxy | None) -> URL | None:
+    """aiohttp's ``proxy=`` argument for a side request (a token endpoint, STS) of a route.
+
+    The low-volume calls that keep aiohttp's client leave through the route's
+    egress proxy too: CONNECT for https, absolute form for http, the proxy
+    URL's credentials sent to the proxy only.
+    """
+    if proxy is None:
+        return None
+    user = password = None
+    if proxy.authorization:
+        login, _, pw = base64.b64decode(proxy.authorization.split(" ", 1)[1]).decode().partition(":")
+        user, password = login, pw
+    return URL.build(scheme="http", user=user, password=password, host=proxy.host, port=proxy.port)
+
+
 def parse_proxy_url(text: str) -> EgressProxy:
     """``http://[user:pass@]host[:port]`` -> EgressProxy; ValueError names what is wrong."""
     if "://" not in text:

@@ -20,6 +20,7 @@ import trustme
 from proxy.config import ConfigError, load_config_text
 from proxy.mock.oauth import OAUTH_STATE, create_app
 from proxy.upstream.egress import no_proxy_matches, parse_proxy_url, proxy_from_env
+from tests.aws_fakes import AwsState, StsState, aws_service_app, sts_app
 from tests.conftest import SUITE_SECRETS, config_text, secret
 from tests.fakes import STATE, free_port, upstream_app
 from tests.upstream import RawUpstream
@@ -148,6 +149,36 @@ async def test_https_upstream_through_tinyproxy_connect_tunnel(
     log = tinyproxy.log.read_text()
     assert f"CONNECT localhost:{tls_upstream.port}" in log
     assert log.count("CONNECT localhost") == 1, "the tunnel is a pooled keep-alive connection"
+
+
+async def test_sts_calls_for_web_identity_use_the_routes_egress_proxy(
+    make_signet: Any, aiohttp_server: Any, tinyproxy: Tinyproxy, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """aws-sigv4 with web identity: STS is reached through the egress proxy, like OAuth2 token endpoints."""
+    role = "arn:aws:iam::123456789012:role/signet-egress"
+    token_file = tmp_path / "token"
+    token_file.write_text(secret("web-identity-jwt-egress.ffff"))
+    monkeypatch.setenv("AWS_ROLE_ARN", role)
+    monkeypatch.setenv("AWS_WEB_IDENTITY_TOKEN_FILE", str(token_file))
+    aws = AwsState("eu-west-1", "s3")
+    sts = StsState(aws, role, expected_token=lambda: token_file.read_text())
+    aws_server = await aiohttp_server(aws_service_app(aws), host="127.0.0.1")
+    sts_server = await aiohttp_server(sts_app(sts), host="127.0.0.1")
+    route = {
+        "name": "s3", "prefix": "/s3", "upstream": str(aws_server.make_url("")).rstrip("/"),
+        "egress_proxy": tinyproxy.url(),
+        "auth": {"scheme": "aws-sigv4", "region": "eu-west-1", "service": "s3",
+                 "credentials": "web-identity", "sts_endpoint": str(sts_server.make_url("/"))},
+    }
+    app = await make_signet(config_text([route]))
+    status, _, body = await get(app.proxy_url + "/s3/bucket/key")
+    SUITE_SECRETS.update(sts.issued)
+    assert status == 200, body
+    assert sts.calls == 1 and len(aws.accepted) == 1
+    log = tinyproxy.log.read_text()
+    assert f"POST http://127.0.0.1:{sts_server.port}/" in log, log[-2000:]
+    assert f"GET http://127.0.0.1:{aws_server.port}/" in log
 
 
 async def test_oauth2_token_requests_use_the_routes_egress_proxy(

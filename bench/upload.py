@@ -14,7 +14,7 @@ the timestamp comes before the body in the message, so the digest is a second
 pass over the spool file). curl uploads the same file (``-T``, with its
 Content-Length) to each.
 Reported per route: MB/s (MiB per second, best round) and Signet's RSS growth
-over its idle baseline (peak sampled every 20 ms with psutil).
+over its idle baseline (peak sampled every 20 ms, bench/run.py's PeakRSS).
 """
 
 from __future__ import annotations
@@ -27,16 +27,13 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 from pathlib import Path
 from typing import Any
-
-import psutil
 
 HERE_DIR = str(Path(__file__).resolve().parent)
 if HERE_DIR not in sys.path:
     sys.path.insert(0, HERE_DIR)
-from run import free_port, wait_port  # noqa: E402  (bench/run.py's helpers)
+from run import PeakRSS, free_port, wait_port  # noqa: E402  (bench/run.py's helpers)
 
 ROOT = Path(__file__).resolve().parent.parent
 MiB = 1024 * 1024
@@ -84,28 +81,6 @@ def run_sink(port: int, secret: str) -> None:
 
 
 
-
-class PeakRss:
-    """Peak RSS of a process, sampled in a thread."""
-
-    def __init__(self, pid: int) -> None:
-        self.proc = psutil.Process(pid)
-        self.base = self.proc.memory_info().rss
-        self.peak = self.base
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.02):
-            self.peak = max(self.peak, self.proc.memory_info().rss)
-
-    def __enter__(self) -> PeakRss:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 def upload(url: str, path: Path, size: int) -> float:
@@ -203,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
             growth: dict[str, float] = {}
             for rnd in range(args.rounds):
                 for route in ROUTES:
-                    with PeakRss(signet.pid) as rss:
+                    with PeakRSS(signet.pid) as rss:
                         mbs = upload(f"http://127.0.0.1:{port}/{route}/upload?round={rnd}", body, size)
                     best[route] = max(best.get(route, 0.0), mbs)
                     growth[route] = max(growth.get(route, 0.0), (rss.peak - rss.base) / MiB)

@@ -11,8 +11,11 @@ import asyncio
 import hashlib
 import json
 import socket
+import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 
+import psutil
 from aiohttp import web
 
 
@@ -142,3 +145,45 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+class PeakRss:
+    """A process's peak RSS while the ``with`` block runs: ``growth = peak - base``.
+
+    A thread samples RSS every 20 ms; on exit the kernel's high-water mark
+    (``VmHWM``) replaces the sampled peak when it rose during the block, so a
+    short spike between samples is not missed.
+    """
+
+    def __init__(self, pid: int) -> None:
+        self.proc = psutil.Process(pid)
+        self.base = self.proc.memory_info().rss
+        self.hwm_before = self._hwm()
+        self.peak = self.base
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _hwm(self) -> int:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+        return 0
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.02):
+            self.peak = max(self.peak, self.proc.memory_info().rss)
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        hwm = self._hwm()
+        if hwm > self.hwm_before:  # the kernel saw a new peak during the block: it is exact
+            self.peak = max(self.peak, hwm)
+
+    @property
+    def growth(self) -> int:
+        return self.peak - self.base

@@ -22,14 +22,12 @@ import hmac
 import os
 import socket
 import subprocess
-import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import psutil
 import pytest
 from aiohttp import web
 from yarl import URL
@@ -38,6 +36,7 @@ from proxy.demo import demo_routes
 from proxy.mock.vendors import DEMO_CREDENTIALS
 from tests.aws_fakes import AwsKey, AwsState, aws_service_app
 from tests.conftest import SUITE_SECRETS, config_text, secret
+from tests.fakes import PeakRss
 
 MiB = 1024 * 1024
 TC = DEMO_CREDENTIALS["threecommas"]
@@ -159,42 +158,6 @@ def threecommas_streaming_vendor(secret: str, seen: dict[str, Any]) -> web.Appli
     app.router.add_route("*", "/{tail:.*}", handle)
     return app
 
-
-class PeakRss:
-    """Samples a process's RSS in a thread; also reads the kernel's high-water mark."""
-
-    def __init__(self, pid: int) -> None:
-        self.proc = psutil.Process(pid)
-        self.baseline = self.proc.memory_info().rss
-        self.hwm_before = self._hwm()
-        self.peak = self.baseline
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _hwm(self) -> int:
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-        return 0
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.02):
-            self.peak = max(self.peak, self.proc.memory_info().rss)
-
-    def __enter__(self) -> PeakRss:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        hwm = self._hwm()
-        if hwm > self.hwm_before:  # the kernel saw a new peak during the run: it is exact
-            self.peak = max(self.peak, hwm)
-
-    @property
-    def growth(self) -> int:
-        return self.peak - self.baseline
 
 
 def body_blocks(total: int, block: bytes) -> Iterator[bytes]:

@@ -6,7 +6,6 @@ import asyncio
 import hashlib
 import json
 import signal
-import threading
 import time
 from typing import Any
 
@@ -15,6 +14,7 @@ import psutil
 import pytest
 
 from tests.conftest import config_text, no_secret_in, secret
+from tests.fakes import PeakRss
 
 TOKEN = secret("proc-bearer-token-Hx72Pq")
 NEW_TOKEN = secret("proc-bearer-token-after-reload-Yw3")
@@ -33,29 +33,6 @@ def routes(upstream: Any, token_ref: str = "${TOK}", **extra: Any) -> list[dict[
     ]
 
 
-class PeakRSS:
-    """Samples a process's RSS in a thread; `peak - base` is the growth."""
-
-    def __init__(self, pid: int) -> None:
-        self.proc = psutil.Process(pid)
-        self.base = self.proc.memory_info().rss
-        self.peak = self.base
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self.proc.memory_info().rss)
-            time.sleep(0.02)
-
-    def __enter__(self) -> PeakRSS:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._stop.set()
-        self._thread.join()
-
 
 async def test_200mb_response_streams_with_flat_memory(signet_process: Any, upstream: Any) -> None:
     p = signet_process(config_text(routes(upstream)), env={"TOK": TOKEN})
@@ -63,7 +40,7 @@ async def test_200mb_response_streams_with_flat_memory(signet_process: Any, upst
     async with aiohttp.ClientSession() as s:
         async with s.get(p.proxy_url + "/up/stream/1000") as r:  # warm the pools
             await r.read()
-        with PeakRSS(p.proc.pid) as rss:
+        with PeakRss(p.proc.pid) as rss:
             got = 0
             first_byte_at = None
             t0 = time.monotonic()
@@ -106,7 +83,7 @@ async def test_64mb_upload_is_streamed(signet_process: Any, upstream: Any) -> No
         for _ in range(size // len(block)):
             yield block
 
-    with PeakRSS(p.proc.pid) as rss:
+    with PeakRss(p.proc.pid) as rss:
         async with (
             aiohttp.ClientSession() as s,
             s.post(

@@ -1,4 +1,4 @@
-"""`python bench/run.py --smoke` works end to end (CI proves the benchmark runs; no timing asserted).
+"""`python bench/run.py --smoke` works end to end (CI proves the benchmark runs; no timing or rate asserted).
 
 ``--smoke`` runs every row (c50 and c10, scaling) once with all targets at
 once, a 16 MiB stream and a short signing loop: every row, section and JSON
@@ -36,6 +36,8 @@ HTTP_ROWS = (
     "signet-none-nolog",
 )
 
+SCALING_ROWS = ("nginx-2w", "signet-none-2w", "signet-sign-2w")
+
 
 @pytest.mark.timeout(300)
 def test_quick_benchmark_prints_table_and_json(tmp_path: Path) -> None:
@@ -57,20 +59,24 @@ def test_quick_benchmark_prints_table_and_json(tmp_path: Path) -> None:
 
     data = json.loads(out.read_text())
     assert set(data["http"]) == set(HTTP_ROWS)
+    # What the run did, not how fast (a loaded 2-core machine may finish no request in a smoke second):
+    # every target, the 2-worker ones included, gave the upstream's exact body to a real request ...
+    assert data["checked"] == dict.fromkeys((*HTTP_ROWS, *SCALING_ROWS), 200), data["checked"]
+    # ... and wrk ran against each, with every answer it did get a 2xx and no connection broken.
     for row in HTTP_ROWS:
         for c in ("c50", "c10"):
             cell = data["http"][row][c]
-            assert cell["rps"] > 0 and cell["p50_ms"] > 0 and cell["p99_ms"] >= cell["p50_ms"]
-            assert cell["errors"] == 0, (row, c, cell)
-    assert data["ratios"]["signet-none/nginx"] is not None
-    assert data["ratios"]["signet-sign/signet-none"] is not None
+            assert cell["requests"] >= 0 and cell["non2xx"] == 0 and cell["socket_errors"] == 0, (row, c, cell)
+    assert {"signet-none/nginx", "signet-sign/signet-none"} <= set(data["ratios"])  # None when a rate was 0
     s = data["streaming"]
     assert set(s["mb_per_s"]) >= {"direct", "signet", "passthrough-raw"} and s["ratio_signet_direct"] > 0
     assert s["signet_rss_peak_mib"] >= s["signet_rss_base_mib"] > 0
     schemes = {r["scheme"] for r in data["signing"]}
     assert {"none", "threecommas", "oauth2 (cached token)", "hmac (recipe)"} <= schemes
     assert all(r["us_per_signature"] > 0 for r in data["signing"])
-    assert data["scaling"]["signet-none-2w"]["rps"] > 0 and data["scaling"]["nginx-2w"]["rps"] > 0
+    for row in SCALING_ROWS:
+        cell = data["scaling"][row]
+        assert cell["non2xx"] == 0 and cell["socket_errors"] == 0, (row, cell)
     assert data["targets"]
     # nothing left running from this run (other checkouts may be benchmarking on this machine)
     leftovers = subprocess.run(

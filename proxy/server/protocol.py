@@ -102,6 +102,8 @@ class ProxyConnection(asyncio.Protocol):
         self._detached = False
         self._header_timer: asyncio.TimerHandle | None = None
         self._idle_timer: asyncio.TimerHandle | None = None
+        self._in_head = False  # a head has begun and is not complete
+        self._idle_since = 0.0  # when the last answer ended (0: not idle)
 
     # ---------------------------------------------------------- transport
 
@@ -145,9 +147,7 @@ class ProxyConnection(asyncio.Protocol):
     # ------------------------------------------------------------ scanner
 
     def data_received(self, data: bytes) -> None:
-        if self._idle_timer is not None:
-            self._idle_timer.cancel()
-            self._idle_timer = None
+        self._idle_since = 0.0
         pos = 0
         n = len(data)
         while pos < n:
@@ -199,6 +199,8 @@ class ProxyConnection(asyncio.Protocol):
             if not self._feed(data if pos == 0 and end == n else data[pos:end], data, end):
                 return
             pos = end
+        if self._in_head and self._header_timer is None:
+            self._arm_header_timer()  # a head still incomplete after this read
         if self._queue and self._task is not None and self.flow is not None:
             self.flow.pause_reading("pipeline")
 
@@ -234,7 +236,7 @@ class ProxyConnection(asyncio.Protocol):
         self._url = b""
         self._headers = []
         self._error = None
-        self._arm_header_timer()  # also for a head that starts behind a complete request
+        self._in_head = True  # timed from the end of this read if still incomplete (data_received)
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -254,6 +256,7 @@ class ProxyConnection(asyncio.Protocol):
         headers.append((name, value))
 
     def on_headers_complete(self) -> None:
+        self._in_head = False
         self._disarm_header_timer()
         parser = self._parser
         version = parser.get_http_version()
@@ -376,8 +379,10 @@ class ProxyConnection(asyncio.Protocol):
                 self.flow.resume_reading("pipeline")
             return
         self.flow.resume_reading("pipeline")
-        if self._current is None and self._head_len == 0 and self._header_timer is None:
-            self._idle_timer = self._loop.call_later(self._limits.keepalive_timeout, self._idle_timed_out)
+        if self._current is None and not self._in_head:
+            self._idle_since = self._loop.time()
+            if self._idle_timer is None:  # one timer per connection, re-armed by itself
+                self._idle_timer = self._loop.call_later(self._limits.keepalive_timeout, self._idle_timed_out)
 
     def _refuse(self, error: RequestError) -> None:
         """Stop parsing; ``error`` is answered (then the connection closes) after what is owed."""
@@ -443,7 +448,13 @@ class ProxyConnection(asyncio.Protocol):
 
     def _idle_timed_out(self) -> None:
         self._idle_timer = None
-        if self._task is None and not self._queue and self.transport is not None:
+        since = self._idle_since
+        if not since or self._task is not None or self._queue or self.transport is None:
+            return  # busy again: _finished arms it anew
+        left = since + self._limits.keepalive_timeout - self._loop.time()
+        if left > 0:
+            self._idle_timer = self._loop.call_later(left, self._idle_timed_out)
+        else:
             self.transport.close()
 
     # ------------------------------------------------------------ control

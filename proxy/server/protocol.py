@@ -73,7 +73,7 @@ class ProxyConnection(asyncio.Protocol):
         self._max_headers = limits.max_headers
         self._max_field = limits.max_header_bytes
         self._connections = connections
-        self._loop = asyncio.get_event_loop()
+        self._loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self.flow: FlowControl | None = None
         self._parser = httptools.HttpRequestParser(self)

@@ -64,6 +64,7 @@ class UpstreamConnection(asyncio.Protocol):
         # exchange state (reset by _begin)
         self._active = False
         self._parser: httptools.HttpResponseParser | None = None
+        self._parsed_to_end = False
         self._no_body = False
         self._got_byte = False
         self._head_done = False
@@ -222,6 +223,7 @@ class UpstreamConnection(asyncio.Protocol):
         if not self._head_done or self._complete:
             return  # the end of a skipped 1xx answer
         self._complete = True  # the read timer stays: it lapses by itself (see _arm_read_timer)
+        self._parsed_to_end = True  # llhttp is at a message boundary: its parser can be reused
         self._wake()
 
     # ------------------------------------------------------------ exchange
@@ -230,7 +232,9 @@ class UpstreamConnection(asyncio.Protocol):
         """Start an exchange on this (idle or new) connection."""
         self.exchanges += 1
         self._active = True
-        self._parser = httptools.HttpResponseParser(self)  # per exchange: HEAD leaves it mid-message
+        if self._parser is None:  # kept from the last exchange only if llhttp ended it cleanly
+            self._parser = httptools.HttpResponseParser(self)
+        self._parsed_to_end = False
         self._no_body = no_body
         self._got_byte = self._head_done = self._complete = self._framed = self.has_length = False
         self._error = None
@@ -390,7 +394,8 @@ class UpstreamConnection(asyncio.Protocol):
     def finish(self) -> bool:
         """End the exchange; True when the connection may go back to the pool."""
         self._active = False
-        self._parser = None
+        if not self._parsed_to_end or self._no_body:  # HEAD leaves llhttp mid-message
+            self._parser = None
         upload = self._upload
         self._upload = None
         clean = self._complete and not self._chunks and self._error is None

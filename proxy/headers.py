@@ -148,14 +148,24 @@ def relayed_header_lines(
     the caller replaces itself. Names and values are never re-spelled or decoded.
     """
     dropped = _RESPONSE_STRIPPED_RAW | also if also else _RESPONSE_STRIPPED_RAW
-    keys = [_raw_key(name) for name, _ in raw]
-    for (_, value), key in zip(raw, keys, strict=True):
+    keys = _KEYS
+    out = []
+    named = False  # a Connection header names more hop-by-hop headers: second pass
+    for line in raw:
+        key = keys.get(line[0]) or _raw_key(line[0])
         if key == b"connection":
+            named = True
+        elif key not in dropped:
+            out.append(line)
+    if not named:
+        return out
+    for name, value in raw:
+        if _raw_key(name) == b"connection":
             for token in value.split(b","):
                 token = token.strip()
                 if token:
                     dropped = dropped | {token.lower().replace(b"_", b"-")}
-    return [line for line, key in zip(raw, keys, strict=True) if key not in dropped]
+    return [line for line in out if _raw_key(line[0]) not in dropped]
 
 
 _KEYS: dict[bytes, bytes] = {}

@@ -506,6 +506,10 @@ def summarise(samples: dict[str, dict[int, list[dict[str, Any]]]]) -> dict[str, 
                 "p50_ms": round(_median([r["p50_ms"] for r in runs]), 3),
                 "p99_ms": round(_median([r["p99_ms"] for r in runs]), 3),
                 "errors": sum(r["errors"] for r in runs),
+                "requests": sum(r["requests"] for r in runs),
+                "non2xx": sum(r["non2xx"] for r in runs),
+                "socket_errors": sum(r["socket_errors"] for r in runs),
+                "timeouts": sum(r["timeouts"] for r in runs),
                 "rounds": len(runs),
             }
         out[target] = row

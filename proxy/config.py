@@ -662,6 +662,34 @@ def _unshield(value: Any, refs: dict[str, str]) -> Any:
     return value
 
 
+_YAML_HINTS = (  # PyYAML's problem -> what a person editing the file should look at
+    ("mapping values are not allowed", "a ':' YAML did not expect: a value with ': ' in it needs quotes, "
+     "or the line above is missing its ':' or indentation"),
+    ("could not find expected ':'", "a line without 'key: value' (a missing ':' or a stray line)"),
+    ("cannot start any token", "a character YAML cannot start a value with (a tab: indent with spaces)"),
+    ("expected <block end>", "the indentation does not line up with the lines above"),
+    ("did not find expected key", "the indentation does not line up with the lines above"),
+    ("did not find expected '-'", "a list item that does not line up with the items above"),
+    ("found unexpected end of stream", "a quote or bracket opened and never closed"),
+    ("found unexpected ':'", "a ':' inside a value that needs quotes"),
+    ("expected ',' or ']'", "a [list] that is not closed, or an item that needs quotes"),
+    ("expected ',' or '}'", "a {mapping} that is not closed, or a value that needs quotes"),
+)
+
+
+def yaml_summary(exc: yaml.YAMLError) -> str:
+    """Signet's one-line account of a YAML syntax error (PyYAML's words kept in brackets).
+
+    Only PyYAML's problem text and the column are used, never the line's content, which
+    may hold a secret.
+    """
+    problem = str(getattr(exc, "problem", None) or exc).split("\n", 1)[0]
+    hint = next((text for key, text in _YAML_HINTS if key in problem), "the YAML syntax is broken here")
+    mark = getattr(exc, "problem_mark", None)
+    column = f" at column {mark.column + 1}" if mark else ""
+    return f"not valid YAML{column}: {hint} [{problem}]"
+
+
 def _parse_yaml(text: str, problems: list[ConfigProblem]) -> tuple[Any, dict[Loc, int]]:
     text, refs = _shield_refs(text)
     try:
@@ -669,7 +697,7 @@ def _parse_yaml(text: str, problems: list[ConfigProblem]) -> tuple[Any, dict[Loc
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark else None
-        problems.append(ConfigProblem("", f"not valid YAML: {getattr(exc, 'problem', exc)}", line))
+        problems.append(ConfigProblem("", yaml_summary(exc), line))
         return None, {}
     if node is None:
         return {}, {}
@@ -1176,7 +1204,7 @@ async def load_config_text_async(
     if not keys:
         return _build_from(origin, References(origin.env))
     problems = _Problems(origin.lines)
-    vault = _vault_settings(origin.data.get("vault"), origin.env, problems)
+    vault = _vault_settings(origin.data.get("vault"), origin.env, problems, origin.data)
     if vault is None:
         raise ConfigError(problems.items, source)
     own = vault_clients is None
@@ -1213,9 +1241,23 @@ def _parse_origin(text: str, env: Mapping[str, str], source: str) -> ConfigOrigi
     return ConfigOrigin(data, lines, env, source)
 
 
-def _vault_settings(raw: Any, env: Mapping[str, str], problems: _Problems) -> VaultSettings | None:
+def _first_vault_ref(value: Any, loc: Loc = ()) -> Loc | None:
+    """Where the first ``${vault:...}`` reference is, in file order."""
+    if isinstance(value, str):
+        return loc if "${vault:" in value else None
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        if (found := _first_vault_ref(item, (*loc, key))) is not None:
+            return found
+    return None
+
+
+def _vault_settings(
+    raw: Any, env: Mapping[str, str], problems: _Problems, config: Any = None
+) -> VaultSettings | None:
     """The ``vault:`` block, resolved (its own references are env/file only)."""
     loc: Loc = ("vault",)
+    had_block = raw is not None
     raw = {} if raw is None else raw
     if vault_refs_in(raw):
         problems.add(loc, "the vault block cannot use ${vault:...} references")
@@ -1228,7 +1270,12 @@ def _vault_settings(raw: Any, env: Mapping[str, str], problems: _Problems) -> Va
         return None
     assert isinstance(model, VaultModel)
     address = model.address or env.get("VAULT_ADDR")
-    if not address:
+    if not address and not had_block:  # point at what needs Vault, not at a block that is not there
+        where = _first_vault_ref(config) or loc
+        problems.add(where, "a ${vault:...} reference needs Vault: add a 'vault:' block with 'address', "
+                     "or set $VAULT_ADDR")
+        return None  # the rest of a block that is not there has nothing more to say
+    elif not address:
         problems.add((*loc, "address"), "required: set vault.address or $VAULT_ADDR")
     elif URL(address).scheme not in ("http", "https"):
         problems.add((*loc, "address"), "must be an http:// or https:// URL")
@@ -1275,7 +1322,7 @@ def _build_from(origin: ConfigOrigin, refs: References) -> Settings:
         _check_secret_values(settings, problems)
     vault = None
     if vault_refs_in(origin.data):
-        vault = _vault_settings(origin.data.get("vault"), origin.env, problems)
+        vault = _vault_settings(origin.data.get("vault"), origin.env, problems, origin.data)
     if problems.items:
         raise ConfigError(problems.items, source)
     assert settings is not None

@@ -221,6 +221,8 @@ class ProxyConnection(asyncio.Protocol):
         except httptools.HttpParserUpgrade as exc:  # CONNECT or Upgrade: the rest is not HTTP
             self._leftover = piece[int(exc.args[0]) :] + data[end:]
             self._scan = _STOP
+            if self.flow is not None:  # later bytes wait in the kernel for detach()'s new protocol
+                self.flow.pause_reading("upgrade")
             return False
         except httptools.HttpParserCallbackError:
             self._refuse(self._error or BadRequest("malformed request"))
@@ -359,8 +361,8 @@ class ProxyConnection(asyncio.Protocol):
         self._task = None
         self._active = None
         transport = self.transport
-        if transport is None or transport.is_closing():
-            return
+        if transport is None or transport.is_closing() or self._detached:
+            return  # gone, or handed to another protocol (detach)
         responder = request.responder
         assert responder is not None and self.flow is not None
         if (
@@ -405,7 +407,7 @@ class ProxyConnection(asyncio.Protocol):
 
     def _abort(self) -> None:
         """Cut the connection: the client must see a truncated answer, not a complete one."""
-        if self.transport is not None:
+        if self.transport is not None and not self._detached:
             self.transport.abort()
 
     # ------------------------------------------------------------ timers
@@ -479,10 +481,13 @@ class ProxyConnection(asyncio.Protocol):
 
         Call it after writing the upstream's ``101`` head. Returns the transport
         and the bytes the client already sent past its request head; the
-        caller then calls ``transport.set_protocol(new)`` (and
-        ``resume_reading``). This connection stops parsing, its timers stop,
-        it leaves the listener's drain set, and ``connection_lost`` no longer
-        touches it.
+        caller then calls ``transport.set_protocol(new)`` and
+        ``transport.resume_reading()`` (reading is paused from the end of an
+        upgrade head, so nothing is lost in between), and feeds the leftover
+        bytes to the new protocol. This connection stops parsing, its timers
+        stop, it leaves the listener's drain set, ``connection_lost`` no longer
+        touches it, and the end of the handler's task leaves the transport
+        alone (see tests/server/test_detach.py).
         """
         assert self.transport is not None
         self._detached = True

@@ -15,6 +15,7 @@ import gc
 import inspect
 import os
 import signal
+import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -76,7 +77,8 @@ class Signet:
         clock: Clock = SYSTEM_CLOCK,
         metrics: Metrics | None = None,
         config_path: str | None = None,
-        reuse_port: bool = False,
+        listen_sock: socket.socket | None = None,
+        serve_admin: bool = True,
         tune_gc: bool = False,
         vault_clients: VaultClients | None = None,
     ) -> None:
@@ -84,7 +86,8 @@ class Signet:
         self.clock = clock
         self.metrics = metrics or Metrics()
         self.config_path = config_path
-        self.reuse_port = reuse_port
+        self.listen_sock = listen_sock  # a bound, listening socket to serve instead of `listen`
+        self.serve_admin = serve_admin  # False (a --workers worker): no admin listener at all
         self.tune_gc = tune_gc  # the serving process (signet serve, a worker), not tests
         self.ready = False
         self.draining = False
@@ -122,7 +125,7 @@ class Signet:
         log.info(
             "listening",
             proxy=f"{self.proxy_address[0]}:{self.proxy_address[1]}",
-            admin=f"{self.admin_address[0]}:{self.admin_address[1]}",
+            admin=f"{self.admin_address[0]}:{self.admin_address[1]}" if self.serve_admin else None,
             routes=[r.name for r in self.settings.routes],
             pid=os.getpid(),
         )
@@ -151,11 +154,15 @@ class Signet:
         )
         await self._proxy_runner.setup()
         host, port = self.settings.listen
-        site = web.TCPSite(
-            self._proxy_runner, host, port, reuse_port=self.reuse_port or None, backlog=1024
-        )
+        site: web.BaseSite
+        if self.listen_sock is not None:
+            site = web.SockSite(self._proxy_runner, self.listen_sock)
+        else:
+            site = web.TCPSite(self._proxy_runner, host, port, backlog=1024)
         await _start_site(site, "listen", self.settings.listen)
         self.proxy_address = _bound(self._proxy_runner)
+        if not self.serve_admin:
+            return
 
         admin = web.Application()
         admin.on_response_prepare.append(hide_server_version)
@@ -165,9 +172,7 @@ class Signet:
         self._admin_runner = web.AppRunner(admin, access_log=None, handle_signals=False)
         await self._admin_runner.setup()
         ahost, aport = self.settings.admin_listen
-        admin_site = web.TCPSite(
-            self._admin_runner, ahost, aport, reuse_port=self.reuse_port or None
-        )
+        admin_site = web.TCPSite(self._admin_runner, ahost, aport)
         await _start_site(admin_site, "admin_listen", self.settings.admin_listen)
         self.admin_address = _bound(self._admin_runner)
 
@@ -363,7 +368,7 @@ async def serve_until_stopped(
     return 0
 
 
-async def _start_site(site: web.TCPSite, setting: str, address: tuple[str, int]) -> None:
+async def _start_site(site: web.BaseSite, setting: str, address: tuple[str, int]) -> None:
     """Bind ``site``; an address in use (or not ours) becomes one ListenError naming ``setting``."""
     try:
         await site.start()

@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--workers",
         default="1",
-        help="worker processes sharing the port with SO_REUSEPORT (a number, or 'auto' = cores)",
+        help="worker processes accepting on one proxy socket (a number, or 'auto' = cores)",
     )
 
     p = sub.add_parser("check", help="validate the config and print one line per route")

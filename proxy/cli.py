@@ -12,7 +12,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
-from importlib import metadata
+from typing import Any
 
 from proxy.config import (
     Route,
@@ -32,6 +32,8 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 
 def version() -> str:
     """The installed package's version (``pyproject.toml``), not a copy of it."""
+    from importlib import metadata  # only for --version: ~50 ms of every start otherwise
+
     try:
         return metadata.version("signet-proxy")
     except metadata.PackageNotFoundError:  # running from a checkout that was never installed
@@ -53,12 +55,23 @@ def _log_options(p: argparse.ArgumentParser, *, fmt: str, level: str | None, sho
     )
 
 
+class _VersionAction(argparse.Action):
+    """``--version``, looked up only when asked for (argparse's own needs the text up front)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kw: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="show the version and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any) -> None:
+        print(f"signet {version()}")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="signet",
         description="Signet: a local reverse proxy that signs vendor API requests for you.",
     )
-    parser.add_argument("--version", action="version", version=f"signet {version()}")
+    parser.add_argument("--version", action=_VersionAction)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def common(p: argparse.ArgumentParser) -> None:

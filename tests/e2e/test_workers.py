@@ -28,6 +28,20 @@ def _sample(text: str, name: str, **labels: str) -> float:
     return total
 
 
+async def _requests_total(session: aiohttp.ClientSession, admin_url: str, expected: float) -> float:
+    """signet_requests_total{route="up"} from the admin socket, once it reaches ``expected``
+    (a request is counted just after its response is sent), or the last value after 10 s."""
+    value = -1.0
+    for _ in range(200):
+        async with session.get(admin_url + "/metrics") as r:
+            assert r.status == 200
+            value = _sample(await r.text(), "signet_requests_total", route="up")
+        if value == expected:
+            break
+        await asyncio.sleep(0.05)
+    return value
+
+
 def _routes(upstream: Any) -> list[dict[str, Any]]:
     return [
         {"name": "up", "prefix": "/up", "upstream": str(upstream.make_url("")), "auth": {"scheme": "none"}}
@@ -54,11 +68,13 @@ async def test_two_workers_share_one_port_reload_and_exit_0(signet_process: Any,
 
     # both workers answer on the one port (bounded: the kernel hashes connections at random)
     seen: set[int] = set()
+    made = 0
     for _ in range(40):
         statuses = await asyncio.gather(
             *(_request_on_new_connection(p.proxy_url + "/up/x") for _ in range(10))
         )
         assert set(statuses) == {200}
+        made += len(statuses)
         await asyncio.sleep(0.05)  # a request line is written just after its response
         seen = {e["pid"] for e in p.events() if e.get("event") == "request"}
         if seen == pids:
@@ -70,13 +86,12 @@ async def test_two_workers_share_one_port_reload_and_exit_0(signet_process: Any,
             assert r.status == 200
         async with s.get(p.admin_url + "/readyz") as r:
             assert r.status == 200 and (await r.json())["status"] == "ready"
+        # one exposition for the fleet: every request answered by either worker counted once
+        assert await _requests_total(s, p.admin_url, made) == made
         async with s.get(p.admin_url + "/metrics") as r:
             text = await r.text()
     assert r.status == 200
     assert "Server" not in r.headers or "/" not in r.headers["Server"]  # no software version
-    # one exposition for the fleet: every request answered by either worker is counted once
-    answered = len([e for e in p.events() if e.get("event") == "request"])
-    assert _sample(text, "signet_requests_total", route="up", status_class="2xx") == answered
     assert 'worker="' not in text
 
     # SIGHUP reaches both workers
@@ -176,8 +191,53 @@ async def test_one_admin_socket_for_the_fleet(signet_process: Any, upstream: Any
             async with s.get(p.admin_url + path) as r:
                 assert r.status == 200, path
                 assert "Server" not in r.headers or "/" not in r.headers["Server"], r.headers
-                text = await r.text()
-    assert _sample(text, "signet_requests_total", route="up") == 6
-    assert _sample(text, "signet_in_flight_requests", route="up") == 0
+                await r.read()
+        assert await _requests_total(s, p.admin_url, 6) == 6
+        async with s.get(p.admin_url + "/metrics") as r:
+            assert _sample(await r.text(), "signet_in_flight_requests", route="up") == 0
     assert p.stop() == 0, p.text()
     assert not os.path.exists(metrics_dir)
+
+
+async def test_a_killed_worker_is_replaced_on_the_same_socket(signet_process: Any, upstream: Any) -> None:
+    """A worker killed outright: /readyz 503 until its successor reports ready on the same
+    socket; the fleet's counters keep the dead worker's requests (totals never go back)."""
+    p = signet_process(config_text(_routes(upstream), shutdown_grace=3), args=["--workers", "2"])
+    proxy = p.proxy_url.removeprefix("http://").rsplit(":", 1)
+    proxy_addr = (proxy[0], int(proxy[1]))
+    old = [e["pid"] for e in p.events() if e.get("event") == "worker_listening"]
+    async with aiohttp.ClientSession() as s:
+        for _ in range(20):
+            statuses = await asyncio.gather(
+                *(_request_on_new_connection(p.proxy_url + "/up/x") for _ in range(5))
+            )
+            assert set(statuses) == {200}
+        assert await _requests_total(s, p.admin_url, 100) == 100
+
+        victim = old[0]
+        os.kill(victim, signal.SIGKILL)
+        saw_not_ready = False
+        new: list[int] = []
+        for _ in range(300):  # bounded: 15 s
+            async with s.get(p.admin_url + "/readyz") as r:
+                saw_not_ready |= r.status == 503
+                ready = r.status == 200
+            new = [
+                e["pid"] for e in p.events()
+                if e.get("event") == "worker_listening" and e["pid"] not in old
+            ]
+            if ready and new:
+                break
+            await asyncio.sleep(0.05)
+        assert saw_not_ready and len(new) == 1, p.text()
+        restarted = next(e for e in p.events() if e.get("event") == "worker_restarted")
+        assert restarted["pid"] == new[0]
+        assert _listening(new[0]) == {proxy_addr}  # the supervisor's socket, inherited again
+
+        statuses = await asyncio.gather(
+            *(_request_on_new_connection(p.proxy_url + "/up/x") for _ in range(10))
+        )
+        assert set(statuses) == {200}
+        # the killed worker's requests still count
+        assert await _requests_total(s, p.admin_url, 110) == 110
+    assert p.stop() == 0, p.text()

@@ -156,7 +156,7 @@ class Signet:
         host, port = self.settings.listen
         site: web.BaseSite
         if self.listen_sock is not None:
-            site = web.SockSite(self._proxy_runner, self.listen_sock)
+            site = web.SockSite(self._proxy_runner, self.listen_sock, backlog=1024)
         else:
             site = web.TCPSite(self._proxy_runner, host, port, backlog=1024)
         await _start_site(site, "listen", self.settings.listen)

@@ -43,6 +43,15 @@ class Metrics:
             registry=r,
             multiprocess_mode="livesum",  # the fleet's in-flight requests
         )
+        self.overloaded = Counter(
+            "signet_overloaded",
+            "Requests refused 503 overloaded: the route was at its max_in_flight.",
+            ["route"],
+            registry=r,
+        )
+        self.ready = Gauge(
+            "signet_ready", "1 while /readyz answers 200 (config loaded, not draining), else 0.", registry=r
+        )
         self.policy_denied = Counter(
             "signet_policy_denied",
             "Requests refused by a client's allow rules.",
@@ -117,6 +126,14 @@ class Metrics:
             ["route"],
             registry=r,
             multiprocess_mode="livemax",  # the stalest worker's secrets
+        )
+        self.secret_last_refresh = Gauge(
+            "signet_secret_last_refresh_timestamp_seconds",
+            "Unix time every vault and file reference was last read successfully (alert when stale).",
+            registry=r,
+        )
+        self.secret_refresh_interval = Gauge(
+            "signet_secret_refresh_interval_seconds", "The configured secret_refresh.", registry=r
         )
         self.vault_logins = Counter(
             "signet_vault_logins", "Vault logins by auth method and outcome.", ["method", "outcome"],

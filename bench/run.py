@@ -865,7 +865,6 @@ def compute_ratios(http: dict[str, Any], conc: list[int]) -> dict[str, Any]:
     r[f"p99 c{lo} signet-none - passthrough50 (ms)"] = round(a - b, 3) if a is not None and b is not None else None
     r[f"p99 c{hi} signet-none (ms)"] = p99("signet-none", hi)
     r[f"p99 c{hi} signet-none/nginx"] = _ratio(p99("signet-none", hi), p99("nginx", hi))
-    r["nginx c50 req/s"] = rps("nginx")
     return r
 
 
@@ -885,7 +884,7 @@ def compute_targets(results: dict[str, Any]) -> dict[str, Any]:
     # issue 18's targets (c50, default log level); a target whose inputs are missing is n/a
     at_least("signet-none >= 0.60x raw floor", r.get("signet-none/passthrough-raw"), 0.60)
     at_least("signet-none >= 1.5x caddy", r.get("signet-none/caddy"), 1.5)
-    nginx_rps = r.get("nginx c50 req/s")
+    nginx_rps = results.get("http", {}).get("nginx", {}).get("c50", {}).get("rps")
     v = r.get("signet-none/nginx")
     if nginx_rps is not None and nginx_rps < 60000:
         t["signet-none >= 0.40x nginx (nginx >= 60k req/s)"] = {

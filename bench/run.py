@@ -367,8 +367,11 @@ def start_signet(
     root = Path(os.environ.get("BENCH_SIGNET_ROOT", ROOT))
     proc = procs.start(name, args, dict(env, PYTHONPATH=str(root)), cwd=root)
     wait_port(port, proc)
-    wait_port(admin, proc)
-    time.sleep(0.3 if workers > 1 else 0.0)  # let every worker bind
+    deadline = time.monotonic() + 30
+    while _get_status(admin, "/readyz") != 200:  # with --workers: every worker has reported ready
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"{name} did not become ready ({proc.returncode})")
+        time.sleep(0.02)
     return proc, port
 
 

@@ -128,7 +128,7 @@ class Signet:
         log.info(
             "listening",
             proxy=f"{self.proxy_address[0]}:{self.proxy_address[1]}",
-            admin=f"{self.admin_address[0]}:{self.admin_address[1]}",
+            admin=f"{self.admin_address[0]}:{self.admin_address[1]}" if self.serve_admin else None,
             routes=[r.name for r in self.settings.routes],
             pid=os.getpid(),
         )
@@ -362,7 +362,7 @@ async def serve_until_stopped(
     return 0
 
 
-async def _start_site(site: web.TCPSite, setting: str, address: tuple[str, int]) -> None:
+async def _start_site(site: web.BaseSite, setting: str, address: tuple[str, int]) -> None:
     """Bind ``site``; an address in use (or not ours) becomes one ListenError naming ``setting``."""
     try:
         await site.start()

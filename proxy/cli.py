@@ -13,7 +13,7 @@ import os
 import re
 import sys
 from collections.abc import Sequence
-from importlib import metadata
+from typing import Any
 
 from proxy.config import (
     Route,
@@ -34,6 +34,8 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 
 def version() -> str:
     """The installed package's version (``pyproject.toml``), not a copy of it."""
+    from importlib import metadata  # only for --version: ~50 ms of every start otherwise
+
     try:
         return metadata.version("signet-proxy")
     except metadata.PackageNotFoundError:  # running from a checkout that was never installed
@@ -58,12 +60,23 @@ def _log_options(
     )
 
 
+class _VersionAction(argparse.Action):
+    """``--version``, looked up only when asked for (argparse's own needs the text up front)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kw: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="show the version and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any) -> None:
+        print(f"signet {version()}")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="signet",
         description="Signet: a local reverse proxy that signs vendor API requests for you.",
     )
-    parser.add_argument("--version", action="version", version=f"signet {version()}")
+    parser.add_argument("--version", action=_VersionAction)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def common(p: argparse.ArgumentParser, *, serving: bool = False) -> None:
@@ -84,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--workers",
         default="1",
-        help="worker processes sharing the port with SO_REUSEPORT (a number, or 'auto' = cores)",
+        help="worker processes accepting on one proxy socket (a number, or 'auto' = cores)",
     )
 
     p = sub.add_parser("check", help="validate the config and print one line per route")

@@ -132,7 +132,10 @@ class ProxyHandler:
                     raise Forbidden(
                         f"client {client!r} may not use route {route.name!r}", route=route.name
                     )
-                await runtime.admission.admit(client, route.name, request.method, rest)
+                # rules: headers and query for method overrides (proxy.policy.method_overrides)
+                await runtime.admission.admit(
+                    client, route.name, request.method, rest, headers=request.headers.items(), query=query
+                )
                 if route.in_flight >= route.route.max_in_flight:
                     raise Overloaded(
                         f"route {route.name!r} has {route.route.max_in_flight} requests in flight",

@@ -9,18 +9,11 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from typing import Generic, TypeVar
-from urllib.parse import unquote
 
 from proxy.errors import BadRequest
+from proxy.spellings import MAX_DECODE_ROUNDS, TooDeep, views
 
 T = TypeVar("T")
-
-_SEPARATORS = re.compile(r"[/\\]")
-
-
-# Rounds of percent-decoding before a segment is given up on: real clients
-# encode once (twice at most, through a second proxy); deeper nesting is an attack.
-MAX_DECODE_ROUNDS = 8
 
 
 def check_request_target(method: str, raw_target: str) -> tuple[str, str]:
@@ -28,12 +21,11 @@ def check_request_target(method: str, raw_target: str) -> tuple[str, str]:
 
     Refused: CONNECT, absolute-form (``GET http://host/x``), asterisk-form,
     ``#`` anywhere (a signed ``?a=1#b`` would be sent as ``?a=1``), control
-    bytes, bytes that are not UTF-8, and any path with a dot-segment however it
-    is spelled: ``..``, ``%2e%2E``, percent-encoded to any depth (``%2525252e``),
-    hidden behind an encoded slash/backslash (``a%2f..%2fb``) or before a
-    ``;parameter`` (``..;`` - Tomcat, Jetty and Spring drop ``;params`` before
-    they normalise), since an upstream may decode any of those. Raw UTF-8
-    (bytes 0x80-0xFF, as curl sends ``?q=ü``) is accepted and kept as it is.
+    bytes, bytes that are not UTF-8, a NUL byte after decoding (``%00``,
+    ``%2500``, ``%u0000``, overlong ``%c0%80``; path or query), and any path
+    with a dot-segment however it is spelled (:func:`has_dot_segment`), since
+    an upstream may decode any of those. Raw UTF-8 (bytes 0x80-0xFF, as curl
+    sends ``?q=ü``) is accepted and kept as it is.
     """
     if method == "CONNECT":
         raise BadRequest("CONNECT is not supported: Signet is a reverse proxy")
@@ -47,7 +39,12 @@ def check_request_target(method: str, raw_target: str) -> tuple[str, str]:
         raise BadRequest("control characters are not allowed in the request target")
     path, _, query = raw_target.partition("?")
     if has_dot_segment(path):
-        raise BadRequest("dot-segments ('..' or '.', in any spelling) are not allowed in the path")
+        raise BadRequest(
+            "dot-segments ('..' or '.', in any spelling: encoded, overlong UTF-8, %u, "
+            "full-width, or followed by NUL, tab or space) are not allowed in the path"
+        )
+    if _has_nul(path) or _has_nul(query):
+        raise BadRequest("a NUL byte (in any spelling, e.g. %00) is not allowed in the request target")
     return path, query
 
 
@@ -70,35 +67,55 @@ def _check_raw_text(target: str) -> None:
 def has_dot_segment(path: str) -> bool:
     """Whether any segment is '.' or '..' in any spelling (see check_request_target).
 
-    Raises BadRequest when a segment is still changing after
-    ``MAX_DECODE_ROUNDS`` rounds of percent-decoding.
+    Each raw segment is looked at in every spelling an upstream may read
+    (:func:`proxy.spellings.views`: percent-decoded to any depth, ``%uXXXX``,
+    overlong UTF-8, full-width dots through NFKC); within each, parts split at
+    a decoded ``/`` or ``\\``, cut at ``;`` (``..;`` - Tomcat, Jetty and Spring
+    drop ``;params`` before they normalise) and stripped of NUL, whitespace and
+    control characters (``..%00``, ``..%09``, ``..%20``: C-string truncation
+    and servers that trim) are compared with ``.`` and ``..``. Raises
+    BadRequest when a segment is still changing after ``MAX_DECODE_ROUNDS``
+    rounds of decoding.
     """
-    if "." not in path and "%" not in path:
+    if path.isascii() and "." not in path and "%" not in path:
         return False
     for segment in path.split("/"):
-        decoded = segment
-        for _ in range(MAX_DECODE_ROUNDS):
-            if _any_dot_segment(decoded):
+        try:
+            if any(_any_dot_segment(view) for view in views(segment)):
                 return True
-            if "%" not in decoded:
-                break
-            nxt = unquote(decoded, errors="surrogateescape")
-            if nxt == decoded:
-                break
-            decoded = nxt
-        else:
-            if _any_dot_segment(decoded):
-                return True
-            if "%" in decoded and unquote(decoded, errors="surrogateescape") != decoded:
-                raise BadRequest(
-                    f"the path is percent-encoded more than {MAX_DECODE_ROUNDS} levels deep"
-                )
+        except TooDeep:
+            raise BadRequest(
+                f"the path is percent-encoded more than {MAX_DECODE_ROUNDS} levels deep"
+            ) from None
     return False
 
 
-def _any_dot_segment(decoded: str) -> bool:
-    """A dot-segment in one (partly decoded) segment, also before ';' or a decoded slash."""
-    return any(part.partition(";")[0] in (".", "..") for part in _SEPARATORS.split(decoded))
+# trimmed before comparing with '.' and '..': NUL, whitespace, other C0 controls, DEL
+_TRIMMED = "".join(chr(c) for c in range(0x21)) + "\x7f"
+
+
+def _any_dot_segment(view: str) -> bool:
+    """A dot-segment in one view of a segment, also before ';' or a decoded separator."""
+    if "." not in view:
+        return False
+    return any(
+        part.partition(";")[0].strip(_TRIMMED) in (".", "..") for part in _SEPARATORS.split(view)
+    )
+
+
+_SEPARATORS = re.compile(r"[/\\]")
+
+
+def _has_nul(text: str) -> bool:
+    """A NUL byte in some decoding of ``text`` (the raw text has none: controls are refused)."""
+    if "%" not in text and text.isascii():
+        return False
+    try:
+        return any("\x00" in view for view in views(text))
+    except TooDeep:
+        raise BadRequest(
+            f"the request target is percent-encoded more than {MAX_DECODE_ROUNDS} levels deep"
+        ) from None
 
 
 class PrefixTable(Generic[T]):

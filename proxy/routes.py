@@ -38,14 +38,19 @@ def check_request_target(method: str, raw_target: str) -> tuple[str, str]:
     elif _CONTROL.search(raw_target):
         raise BadRequest("control characters are not allowed in the request target")
     path, _, query = raw_target.partition("?")
-    if has_dot_segment(path):
+    found = _path_problem(path)
+    if found == _DOT:
         raise BadRequest(
             "dot-segments ('..' or '.', in any spelling: encoded, overlong UTF-8, %u, "
             "full-width, or followed by NUL, tab or space) are not allowed in the path"
         )
-    if _has_nul(path) or _has_nul(query):
-        raise BadRequest("a NUL byte (in any spelling, e.g. %00) is not allowed in the request target")
+    if found == _NUL or _has_nul(query):
+        raise BadRequest(_NUL_MESSAGE)
     return path, query
+
+
+_DOT, _NUL = "dot-segment", "NUL"
+_NUL_MESSAGE = "a NUL byte (in any spelling, e.g. %00) is not allowed in the request target"
 
 
 _CONTROL = re.compile(r"[\x00-\x20\x7f]")
@@ -77,17 +82,29 @@ def has_dot_segment(path: str) -> bool:
     BadRequest when a segment is still changing after ``MAX_DECODE_ROUNDS``
     rounds of decoding.
     """
+    return _path_problem(path) == _DOT
+
+
+def _path_problem(path: str) -> str | None:
+    """``_DOT`` for a dot-segment, ``_NUL`` for a NUL byte in some reading of the path, or None."""
     if path.isascii() and "." not in path and "%" not in path:
-        return False
+        return None
+    nul = False
     for segment in path.split("/"):
+        if segment.isascii() and "%" not in segment:
+            if _any_dot_segment(segment):  # as sent is all there is to read
+                return _DOT
+            continue
         try:
-            if any(_any_dot_segment(view) for view in views(segment)):
-                return True
+            for view in views(segment):
+                if _any_dot_segment(view):
+                    return _DOT
+                nul = nul or "\x00" in view
         except TooDeep:
             raise BadRequest(
                 f"the path is percent-encoded more than {MAX_DECODE_ROUNDS} levels deep"
             ) from None
-    return False
+    return _NUL if nul else None
 
 
 # trimmed before comparing with '.' and '..': NUL, whitespace, other C0 controls, DEL
@@ -107,8 +124,12 @@ _SEPARATORS = re.compile(r"[/\\]")
 
 
 def _has_nul(text: str) -> bool:
-    """A NUL byte in some decoding of ``text`` (the raw text has none: controls are refused)."""
-    if "%" not in text and text.isascii():
+    """A NUL byte in some decoding of ``text``.
+
+    Only percent-decoding can make one: the raw text has none (controls are
+    refused first), and neither UTF-8 nor NFKC turns a character into NUL.
+    """
+    if "%" not in text:
         return False
     try:
         return any("\x00" in view for view in views(text))

@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Iterator
+from urllib.parse import unquote_to_bytes
 
 # Rounds of percent-decoding before a piece is given up on: real clients
 # encode once (twice at most, through a second proxy); deeper nesting is an attack.
@@ -53,13 +54,20 @@ def views(text: str) -> Iterator[str]:
         if "%" not in view:
             return
         data = view.encode("utf-8", "surrogateescape")
-        decoded = _PERCENT.sub(_byte_for, data)
+        decoded = _decode_round(data)
         if decoded == data:
             return
         view = _readable(decoded)
         yield view
     if "%" in view and _PERCENT.search(view.encode("utf-8", "surrogateescape")):
         raise TooDeep(f"percent-encoded more than {MAX_DECODE_ROUNDS} levels deep")
+
+
+def _decode_round(data: bytes) -> bytes:
+    """``%XX`` and ``%uXXXX`` decoded once; unquote_to_bytes (faster) when there is no ``%u``."""
+    if b"%u" in data or b"%U" in data:
+        return _PERCENT.sub(_byte_for, data)
+    return unquote_to_bytes(data)
 
 
 def _byte_for(match: re.Match[bytes]) -> bytes:

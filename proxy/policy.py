@@ -261,7 +261,7 @@ class ClientPolicy:
         missed = "; ".join(r.describe() for r in rules)
         asked = method
         if overrides:
-            named = ", ".join(_clip(m, 40) for m in overrides)
+            named = ", ".join(dict.fromkeys(_shown(m) for m in overrides))
             asked = f"{method} (overridden to {named} by a method-override header or _method parameter)"
         return f"client {self.client!r} may not {asked} {_clip(path)} on route {route!r}: outside {missed}"
 
@@ -269,6 +269,15 @@ class ClientPolicy:
 def compile_policies(clients: tuple[Client, ...] | None) -> dict[str, ClientPolicy]:
     """Every client that has ``allow`` rules -> its compiled policy."""
     return {c.name: ClientPolicy(c.name, c.allow) for c in clients or () if c.allow is not None}
+
+
+_METHOD_NAME = re.compile(r"[A-Z][A-Z0-9_-]{0,19}")
+
+
+def _shown(method: str) -> str:
+    """An override as the denial names it: a method name, never other text (it may come
+    from the query, which no log line may carry)."""
+    return method if _METHOD_NAME.fullmatch(method) else "(a value that is not a method name)"
 
 
 def _clip(text: str, limit: int = 200) -> str:

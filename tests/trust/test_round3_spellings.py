@@ -166,5 +166,8 @@ def test_overrides_must_be_allowed_by_the_same_rule() -> None:
     why = policy.denial("r", "GET", "/pub/x", ("DELETE",))
     assert why is not None and "overridden to DELETE" in why and "allow[0]" in why and "allow[1]" in why
     assert policy.denial("r", "GET", "/pub/x/start", ("POST",)) is not None  # no single rule has both
+    why = policy.denial("r", "GET", "/pub/x", ("%44ELETE", "DELETE", "SECRET=ABC123 TOKEN"))
+    assert why is not None and "%44" not in why and "SECRET" not in why  # only method names are echoed
+    assert "overridden to (a value that is not a method name), DELETE by" in why
     assert policy.denial("r", "POST", "/pub/x/start") is None
     assert ClientPolicy("d", (AllowRule("r", None, ("/pub/*",)),)).denial("r", "GET", "/pub/x", ("DELETE",)) is None

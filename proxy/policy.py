@@ -209,11 +209,16 @@ class CompiledRule:
     paths: tuple[str, ...] | None
     globs: tuple[PathGlob, ...] | None  # None: every path
 
-    def allows(self, methods: Iterable[str], path: RawPath) -> bool:
-        """Whether every one of ``methods`` (the request's own and its overrides) and ``path`` pass."""
-        if self.methods is not None and not self.methods.issuperset(methods):
+    def allows(self, method: str, path: str | RawPath, overrides: Iterable[str] = ()) -> bool:
+        """Whether ``method``, every override (:func:`method_overrides`) and ``path`` pass."""
+        if self.methods is not None and (
+            method not in self.methods or not self.methods.issuperset(overrides)
+        ):
             return False
-        return self.globs is None or any(g.matches(path) for g in self.globs)
+        if self.globs is None:
+            return True
+        raw = path if isinstance(path, RawPath) else RawPath(path)
+        return any(g.matches(raw) for g in self.globs)
 
     def describe(self) -> str:
         methods = ",".join(sorted(self.methods)) if self.methods is not None else "any method"
@@ -253,10 +258,9 @@ class ClientPolicy:
         rules = self.by_route.get(route)
         if rules is None:
             return f"client {self.client!r} has no allow rule for route {route!r}"
-        methods = (method, *overrides)
         raw = RawPath(path)
         for rule in rules:
-            if rule.allows(methods, raw):
+            if rule.allows(method, raw, overrides):
                 return None
         missed = "; ".join(r.describe() for r in rules)
         asked = method

@@ -171,3 +171,12 @@ def test_overrides_must_be_allowed_by_the_same_rule() -> None:
     assert "overridden to (a value that is not a method name), DELETE by" in why
     assert policy.denial("r", "POST", "/pub/x/start") is None
     assert ClientPolicy("d", (AllowRule("r", None, ("/pub/*",)),)).denial("r", "GET", "/pub/x", ("DELETE",)) is None
+
+
+def test_compiled_rule_takes_a_raw_string_path_too() -> None:
+    """Other checks (the AWS operation rules) call ``allows`` with the raw path as a string."""
+    (rule,) = ClientPolicy("c", (AllowRule("r", frozenset({"GET"}), ("/pub/*",)),)).rules
+    assert rule.allows("GET", "/pub/x")
+    assert not rule.allows("GET", "/pub/x%2Fadmin")
+    assert not rule.allows("GET", "/pub/x", ("DELETE",))
+    assert rule.allows("GET", RawPath("/pub/x"), ("GET",))

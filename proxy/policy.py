@@ -162,7 +162,7 @@ def method_overrides(headers: Iterable[tuple[str, str]], query: str) -> tuple[st
     From every occurrence of an override header (each comma-separated item)
     and of a ``_method`` query parameter, its name and value read in every
     spelling (:func:`proxy.spellings.views`: ``%5Fmethod``, ``%255Fmethod``;
-    PHP also reads ``.method`` and `` method`` as ``_method``). Reading too
+    PHP also reads ``.method`` and ``[method`` as ``_method``). Reading too
     much only makes a rule stricter; reading too little would let a client past it.
     """
     found: list[str] = []

@@ -180,3 +180,19 @@ def test_compiled_rule_takes_a_raw_string_path_too() -> None:
     assert not rule.allows("GET", "/pub/x%2Fadmin")
     assert not rule.allows("GET", "/pub/x", ("DELETE",))
     assert rule.allows("GET", RawPath("/pub/x"), ("GET",))
+
+
+def test_signet_config_names_a_star_glob_that_can_never_match() -> None:
+    from proxy.config import load_config_text
+    from proxy.errors import ConfigError
+    from tests.conftest import config_text, secret
+
+    token = secret("round3-config-token-6d2a9f0b1c")
+    text = config_text(
+        [{"name": "up", "prefix": "/up", "upstream": "http://127.0.0.1:9/base"}],
+        clients=[{"name": "c", "token": "${T}", "allow": [{"route": "up", "paths": ["/ok/*", "/a%2F*"]}]}],
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config_text(text, env={"T": token})
+    problems = [str(p) for p in info.value.problems]
+    assert len(problems) == 1 and "paths" in problems[0] and "never match" in problems[0], problems

@@ -107,7 +107,10 @@ class ProxyHandler:
                     raise Forbidden(
                         f"client {client!r} may not use route {route.name!r}", route=route.name
                     )
-                await runtime.admission.admit(client, route.name, request.method, rest)
+                # rules: headers and query for method overrides (proxy.policy.method_overrides)
+                await runtime.admission.admit(
+                    client, route.name, request.method, rest, headers=request.headers.items(), query=query
+                )
                 if route.in_flight >= route.route.max_in_flight:
                     self.metrics.overloaded.labels(route.name).inc()
                     raise Overloaded(

@@ -36,6 +36,7 @@ from yarl import URL
 from proxy.auth import SCHEMES, SchemeOptions
 from proxy.auth.base import AuthScheme
 from proxy.errors import ConfigError, ConfigProblem
+from proxy.listen_tls import CertMatch, ListenTLS, listen_tls_problems
 from proxy.redisurl import redis_url_problem
 from proxy.secret import Secret, reveal, secret_values_in, value_problem
 from proxy.upstream.egress import EgressProxy, parse_proxy_url, proxy_from_env
@@ -165,9 +166,26 @@ class AllowModel(_Model):
     paths: list[Text] | None = None
 
 
+class ClientCertModel(_Model):
+    """``clients[].cert``: the client certificate that names this client (one of the two)."""
+
+    subject_cn: Text | None = None
+    san_uri: Text | None = None
+
+
+class ListenTLSModel(_Model):
+    """``listen_tls``: the proxy listener speaks TLS (see proxy/listen_tls.py)."""
+
+    cert_file: Text
+    key_file: Text
+    client_ca_file: Text | None = None
+    require_client_cert: bool = False
+
+
 class ClientModel(_Model):
     name: Text = Field(min_length=1)
-    token: Secret
+    token: Secret | None = None
+    cert: ClientCertModel | None = None
     routes: list[Text] | None = None
     allow: list[AllowModel] | None = None
     rate_limit: RateLimitModel | None = None
@@ -228,6 +246,8 @@ class SettingsModel(_Model):
     admin_listen: Text = "127.0.0.1:9191"
     shutdown_grace: float = Field(10.0, ge=0)
     allow_unauthenticated: bool = False
+    listen_tls: ListenTLSModel | None = None
+    allow_plaintext_tokens: bool = False
     defaults: DefaultsModel = DefaultsModel()
     limits: LimitsModel = LimitsModel()
     clients: list[ClientModel] | None = None
@@ -311,10 +331,11 @@ class AllowRule:
 @dataclass(frozen=True)
 class Client:
     name: str
-    token: Secret
+    token: Secret | None  # None: known by its certificate alone
     routes: frozenset[str] | None  # None: every route (with allow: the routes it names)
     allow: tuple[AllowRule, ...] | None = None
     rate_limit: RateLimit | None = None
+    cert: CertMatch | None = None  # with a token too, both must match
 
 
 @dataclass(frozen=True)
@@ -343,6 +364,8 @@ class Settings:
     # ("${THREECOMMAS_SECRET}"): reference text only, never a value; see route_secret_sources
     reference_texts: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     origin: ConfigOrigin | None = field(default=None, repr=False, compare=False)
+    listen_tls: ListenTLS | None = None
+    allow_plaintext_tokens: bool = False
 
     def refreshable(self) -> list[str]:
         """The references re-read by a secret refresh (files and vault; env is read once)."""
@@ -838,6 +861,26 @@ def unsafe_listen(
     )
 
 
+def plaintext_tokens(
+    host: str, clients: Sequence[Client] | None, tls: ListenTLS | None, allowed: bool
+) -> str | None:
+    """Why client tokens would cross the network in clear on ``host``, or None.
+
+    The contract's safe default: with ``clients`` holding tokens, a non-loopback
+    listener must speak TLS, unless ``allow_plaintext_tokens: true`` says the
+    network between the apps and Signet is trusted.
+    """
+    if tls is not None or allowed or is_loopback(host):
+        return None
+    if not any(c.token is not None for c in clients or ()):
+        return None
+    return (
+        f"client tokens would cross the network in clear on {host} (not loopback): "
+        "set 'listen_tls' (cert_file, key_file) so clients connect over TLS, or "
+        "'allow_plaintext_tokens: true' if the network between the apps and Signet is trusted"
+    )
+
+
 def override_listen(
     settings: Settings,
     listen: tuple[str, int] | None = None,
@@ -851,7 +894,9 @@ def override_listen(
         listen=listen or settings.listen,
         admin_listen=admin_listen or settings.admin_listen,
     )
-    why = unsafe_listen(new.listen[0], new.clients, new.allow_unauthenticated)
+    why = unsafe_listen(new.listen[0], new.clients, new.allow_unauthenticated) or plaintext_tokens(
+        new.listen[0], new.clients, new.listen_tls, new.allow_plaintext_tokens
+    )
     if why:
         raise ConfigError([ConfigProblem("--listen", why)], settings.source)
     return new
@@ -864,6 +909,35 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _listen_tls(model: ListenTLSModel | None, problems: _Problems) -> ListenTLS | None:
+    if model is None:
+        return None
+    tls = ListenTLS(model.cert_file, model.key_file, model.client_ca_file, model.require_client_cert)
+    for name, message in listen_tls_problems(tls):
+        problems.add(("listen_tls", name), message)
+    return tls
+
+
+def _client_cert(
+    c: ClientModel, i: int, tls: ListenTLSModel | None, problems: _Problems
+) -> CertMatch | None:
+    """``clients[i].cert``, checked: one identity field, and a client CA to verify it against."""
+    if c.cert is None:
+        if c.token is None:
+            problems.add(("clients", i), "a client needs a 'token', a 'cert', or both")
+        return None
+    given = [k for k in ("subject_cn", "san_uri") if getattr(c.cert, k)]
+    if len(given) != 1:
+        problems.add(("clients", i, "cert"), "give exactly one of subject_cn or san_uri")
+        return None
+    if tls is None or tls.client_ca_file is None:
+        problems.add(
+            ("clients", i, "cert"),
+            "clients known by certificate need listen_tls with a client_ca_file to verify it against",
+        )
+    return CertMatch(c.cert.subject_cn, c.cert.san_uri)
 
 
 def _build_state(model: StateModel, problems: _Problems, secrets: set[str]) -> StateSettings:
@@ -1339,15 +1413,17 @@ def _build_settings(
                     f"client name {c.name!r} is also used by clients[{seen[c.name]}]",
                 )
             seen.setdefault(c.name, i)
-            tok = c.token.reveal()
-            if len(tok) < 16:
-                problems.add(
-                    ("clients", i, "token"), "token is too short: use at least 16 characters"
-                )
-            if tok in tokens:
-                problems.add(("clients", i, "token"), f"same token as clients[{tokens[tok]}]")
-            tokens.setdefault(tok, i)
-            secrets.add(tok)
+            if c.token is not None:
+                tok = c.token.reveal()
+                if len(tok) < 16:
+                    problems.add(
+                        ("clients", i, "token"), "token is too short: use at least 16 characters"
+                    )
+                if tok in tokens:
+                    problems.add(("clients", i, "token"), f"same token as clients[{tokens[tok]}]")
+                tokens.setdefault(tok, i)
+                secrets.add(tok)
+            cert = _client_cert(c, i, model.listen_tls, problems)
             for j, rn in enumerate(c.routes or []):
                 if rn not in names:
                     hint = _did_you_mean(rn, list(names))
@@ -1363,13 +1439,16 @@ def _build_settings(
             if allow is not None:
                 routes_allowed = frozenset(rule.route for rule in allow)
             built_clients.append(
-                Client(c.name, c.token, routes_allowed, allow, _rate_limit(c.rate_limit))
+                Client(c.name, c.token, routes_allowed, allow, _rate_limit(c.rate_limit), cert)
             )
         clients = tuple(built_clients)
 
     _check_auth_by_client(model, names, problems)
 
     if listen[0] and (why := unsafe_listen(listen[0], model.clients, model.allow_unauthenticated)):
+        problems.add(("listen",), why)
+    listen_tls = _listen_tls(model.listen_tls, problems)
+    if listen[0] and (why := plaintext_tokens(listen[0], clients, listen_tls, model.allow_plaintext_tokens)):
         problems.add(("listen",), why)
 
     for built_route in routes:
@@ -1391,4 +1470,6 @@ def _build_settings(
         source=source,
         secret_values=frozenset(s for s in secrets if s),
         state=state,
+        listen_tls=listen_tls,
+        allow_plaintext_tokens=model.allow_plaintext_tokens,
     )

@@ -12,7 +12,6 @@ and the query keeps its order; a scheme signs exactly those strings.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import logging
 import random
@@ -38,6 +37,8 @@ from proxy.errors import (
 )
 from proxy.exchange import Exchange, prepare
 from proxy.headers import RESPONSE_STRIPPED, SERVER_NAME, upstream_headers
+from proxy.identity import identify
+from proxy.listen_tls import peer_identity
 from proxy.log import enabled as log_enabled
 from proxy.log import request_line
 from proxy.metrics import Metrics, status_class
@@ -219,21 +220,12 @@ class ProxyHandler:
                 presented = token.strip()
         if presented is None:
             presented = request.headers.get(X_SIGNET_TOKEN)
-        if not presented:
-            raise ProxyAuthRequired(
-                "this Signet requires a client token: send 'Proxy-Authorization: Bearer <token>' "
-                "or 'X-Signet-Token: <token>'"
-            )
         # aiohttp decodes header bytes as UTF-8 with surrogateescape: a token with
         # bytes that are not UTF-8 can match no client, so it is an unknown token
-        given = presented.encode("utf-8", "surrogateescape")
-        found = None
-        for client in clients:  # compare against every client: time does not reveal which matched
-            if hmac.compare_digest(given, client.token.reveal().encode()):
-                found = client.name
-        if found is None:
-            raise Forbidden("unknown client token")
-        return found
+        given = presented.encode("utf-8", "surrogateescape") if presented else None
+        transport = request.transport
+        peer = peer_identity(transport.get_extra_info("peercert")) if transport is not None else None
+        return identify(clients, given, peer)
 
     @staticmethod
     def _client_may_use(runtime: Runtime, client: str, route: str) -> bool:

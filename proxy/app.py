@@ -129,6 +129,7 @@ class Signet:
             admin=f"{self.admin_address[0]}:{self.admin_address[1]}",
             routes=[r.name for r in self.settings.routes],
             pid=os.getpid(),
+            tls=self.server_tls is not None,
         )
 
     async def _listen(self) -> None:

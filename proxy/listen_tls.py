@@ -172,6 +172,7 @@ class ServerTLS:
         self.tls = tls
         self.context = build_context(tls)
         self._stamp = _stamp(self._paths())
+        self._ca_stamp = _stamp(self._ca_paths())
         self._on_event = on_event or (lambda event, fields: None)
         self.reloads = 0
         self._task: asyncio.Task[None] | None = None
@@ -179,8 +180,32 @@ class ServerTLS:
     def _paths(self) -> tuple[str, ...]:
         return (self.tls.cert_file, self.tls.key_file)
 
+    def _ca_paths(self) -> tuple[str, ...]:
+        return (self.tls.client_ca_file,) if self.tls.client_ca_file else ()
+
+    def _reload_client_ca(self) -> None:
+        """A changed client CA bundle is added to what verifies clients.
+
+        OpenSSL's store only grows: a CA taken out of the bundle stays trusted
+        until a restart (rotate by adding the new CA first, as usual).
+        """
+        stamp = _stamp(self._ca_paths())
+        if stamp == self._ca_stamp or self.tls.client_ca_file is None:
+            return
+        try:
+            self.context.load_verify_locations(cafile=self.tls.client_ca_file)
+        except (ssl.SSLError, OSError) as exc:
+            self._on_event(
+                "listen_tls_reload_failed",
+                {"client_ca_file": self.tls.client_ca_file, "reason": exc.__class__.__name__},
+            )
+            return
+        self._ca_stamp = stamp
+        self._on_event("listen_tls_reloaded", {"client_ca_file": self.tls.client_ca_file})
+
     def reload_if_changed(self) -> bool:
         """Load the chain again if either file changed; True when the new pair is now served."""
+        self._reload_client_ca()
         stamp = _stamp(self._paths())
         if stamp == self._stamp:
             return False
@@ -201,8 +226,8 @@ class ServerTLS:
 
     def retarget(self, tls: ListenTLS) -> None:
         """Serve from the files a reloaded config names (checked now, not at the next tick)."""
-        if tls.client_ca_file is not None and tls.client_ca_file != self.tls.client_ca_file:
-            self.context.load_verify_locations(cafile=tls.client_ca_file)
+        if tls.client_ca_file != self.tls.client_ca_file:
+            self._ca_stamp = ()  # another file: load it whatever its stamp
         self.tls = tls
         self.reload_if_changed()
 

@@ -337,3 +337,26 @@ async def test_certificate_rotation_under_load_drops_nothing(
     assert done > 0 and "Socket errors" not in report and "Non-2xx" not in report, report
     statuses = {e["status"] for e in proc.events() if e.get("event") == "request"}
     assert statuses == {200}, statuses
+
+
+async def test_a_new_client_ca_in_the_bundle_is_trusted_without_a_restart(
+    upstream: Any, pki: dict[str, Any], signet_process: Callable[..., SignetProcess], tmp_path: Path
+) -> None:
+    bundle = tmp_path / "clients-ca.pem"
+    shutil.copy(pki["client_ca_file"], bundle)
+    newer_ca = trustme.CA()
+    newcomer = client_pair(newer_ca, tmp_path, "newcomer", common_name="billing-app")
+    config = yaml.safe_load(tls_config(str(upstream.make_url("")).rstrip("/"), pki))
+    config["listen_tls"]["client_ca_file"] = str(bundle)
+    proc = signet_process(yaml.safe_dump(config))
+    url, ca = proc.proxy_url + "/up/ca", pki["server_ca_file"]
+    with pytest.raises(requests.exceptions.ConnectionError):
+        await asyncio.to_thread(_get, url, ca, newcomer)
+    # rotation the usual way: the new CA is added to the bundle beside the old one
+    staged = tmp_path / "bundle.new"
+    staged.write_bytes(bundle.read_bytes() + newer_ca.cert_pem.bytes())
+    os.replace(staged, bundle)
+    event = await asyncio.to_thread(proc.wait_event, "listen_tls_reloaded", 10.0)
+    assert event["client_ca_file"] == str(bundle)
+    assert (await asyncio.to_thread(_get, url, ca, newcomer)).status_code == 200
+    assert (await asyncio.to_thread(_get, url, ca, pki["cn"])).status_code == 200  # the old CA still works

@@ -184,6 +184,9 @@ def cmd_check(args: argparse.Namespace) -> int:
         f"{path}: ok, {count(len(settings.routes), 'route')}, "
         f"listen {_hp(settings.listen)}, admin {_hp(settings.admin_listen)}"
     )
+    if (tls := settings.listen_tls) is not None:
+        clients = "required" if tls.require_client_cert else "optional" if tls.client_ca_file else "not asked"
+        print(f"  listen_tls: {tls.cert_file} (TLS 1.2+), client certificates {clients}")
     for i, r in enumerate(settings.routes):
         body = "buffered" if _needs_body(r) else "streamed"
         print(
@@ -198,8 +201,11 @@ def cmd_check(args: argparse.Namespace) -> int:
         names = ", ".join(c.name for c in settings.clients) or "none (every request is refused)"
         print(f"  inbound clients: {names}")
         for i, c in enumerate(settings.clients):
-            refs = settings.reference_texts.get(f"clients[{i}].token")
-            print(f"      {c.name}.token <- {' '.join(refs) if refs else 'a literal in the config file'}")
+            if c.token is not None:
+                refs = settings.reference_texts.get(f"clients[{i}].token")
+                print(f"      {c.name}.token <- {' '.join(refs) if refs else 'a literal in the config file'}")
+            if c.cert is not None:
+                print(f"      {c.name}.cert: a client certificate with {c.cert.describe()}")
     if refreshable := settings.refreshable():
         vault = sum(1 for k in refreshable if k.startswith("vault:"))
         print(

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from multidict import CIMultiDict
 
 if TYPE_CHECKING:
+    from proxy.listen_tls import PeerIdentity
     from proxy.server.flow import FlowControl
     from proxy.server.respond import Responder
 
@@ -49,6 +50,7 @@ class Request:
         "http11",
         "keep_alive",
         "method",
+        "peer",
         "raw_headers",
         "raw_path",
         "remote",
@@ -69,6 +71,7 @@ class Request:
         remote: str,
         flow: FlowControl,
         scheme: str = "http",
+        peer: PeerIdentity | None = None,
     ) -> None:
         self.method = method
         self.raw_path = raw_path  # the target exactly as sent (UTF-8, surrogateescape)
@@ -78,6 +81,7 @@ class Request:
         self.keep_alive = keep_alive
         self.remote = remote
         self.scheme = scheme
+        self.peer = peer  # the verified client certificate of a listen_tls connection, if any
         self.responder: Responder | None = None  # set by the connection before the pipeline runs
         self._flow = flow
         self._headers: CIMultiDict[str] | None = None

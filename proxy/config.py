@@ -188,6 +188,7 @@ class RouteModel(_Model):
     tls: RouteTLSModel | None = None
     max_in_flight: int | None = Field(None, ge=1)
     rate_limit: RateLimitModel | None = None
+    max_pause: Duration | None = None  # longest a vendor 429 pauses one credential (default 5m)
     egress_proxy: TextOrSecret | None = None
 
 
@@ -279,6 +280,7 @@ class Route:
     spool_bytes: int = 1024 * 1024  # signed bodies larger than this are spooled to disk
     spool_dir: str | None = None  # None: the system temp directory
     egress: EgressProxy | None = None  # resolved (env mode applied); None: direct
+    max_pause: float = 300.0  # seconds a vendor 429 may pause one credential of this route
 
     @property
     def origin(self) -> str:
@@ -1324,6 +1326,7 @@ def _build_settings(
                 spool_bytes=d.spool_bytes if r.spool_bytes is None else r.spool_bytes,
                 spool_dir=d.spool_dir,
                 egress=egress,
+                max_pause=300.0 if r.max_pause is None else r.max_pause,
             )
         )
 

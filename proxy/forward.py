@@ -324,7 +324,9 @@ class ProxyHandler:
             info.upstream_ms = round(upstream_ms, 3)
             info.upstream_status = upstream.status
             if upstream.status == 429:  # the vendor's quota: pause the route (in the current runtime)
-                await self.runtime.admission.vendor_429(route.name, upstream.header("Retry-After"))
+                await self.runtime.admission.vendor_429(  # limits: pauses the credential used
+                    route.name, info.client, upstream.header("Retry-After")
+                )
             self._latency(route).observe(upstream_ms / 1000)
             if (
                 upstream.status == 401
@@ -332,6 +334,7 @@ class ProxyHandler:
                 and route.retries_401
                 and body is not None
                 and await scheme.on_unauthorized(prepared.result)
+                and await self.runtime.admission.retry_401(info.client, route.name)  # limits
             ):
                 upstream.close()
                 continue

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -86,12 +87,17 @@ class Admission:
     """Policies and limits of one runtime; see the module docstring."""
 
     def __init__(
-        self, settings: Settings, metrics: Metrics, store: LimitStore | None = None
+        self,
+        settings: Settings,
+        metrics: Metrics,
+        store: LimitStore | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.metrics = metrics
+        self.monotonic = monotonic  # the runtime's clock: tests move it (proxy.clock)
         # a shared store holds one budget for the fleet; a local one splits it N ways
         self.workers = settings.workers if store is None else 1
-        self.store: LimitStore = store if store is not None else LocalLimitStore()
+        self.store: LimitStore = store if store is not None else LocalLimitStore(monotonic)
         self.policies: dict[str, ClientPolicy] = compile_policies(settings.clients)
         self.route_limits = {
             r.name: Limit.build(f"route:{r.name}", r.rate_limit, self.workers, r.rate_limit.max_wait)
@@ -208,7 +214,7 @@ class Admission:
         if seconds <= 0:
             return
         key = self.pause_key(route, client)
-        until = time.monotonic() + seconds
+        until = self.monotonic() + seconds
         if until > self._paused_until.get(key, 0.0):
             self._paused_until[key] = until
         await self.store.pause(key, seconds)
@@ -227,7 +233,10 @@ class Admission:
             limit.key, limit.interval, limit.burst, max(0.0, max_wait), pause
         )
         if not decision.admitted:
-            reason = "vendor_429" if self._paused(pause) else "route"
+            # the limit alone never asks more than max_wait + one interval: a longer
+            # refusal is a vendor pause, maybe recorded by another process (Redis)
+            paused = decision.retry_after > max_wait + limit.interval + 1e-3
+            reason = "vendor_429" if paused or self._paused(pause) else "route"
             what = (
                 f"is paused for {_credential(pause)} after the vendor answered 429"
                 if reason == "vendor_429"
@@ -242,11 +251,11 @@ class Admission:
         return decision.wait
 
     def _paused(self, pause: str) -> bool:
-        return self._paused_until.get(pause, 0.0) > time.monotonic()
+        return self._paused_until.get(pause, 0.0) > self.monotonic()
 
     def _check_pause(self, route: str, client: str | None, pause: str) -> None:
         """A route without a limit still honours a vendor pause (this process's view)."""
-        left = self._paused_until.get(pause, 0.0) - time.monotonic()
+        left = self._paused_until.get(pause, 0.0) - self.monotonic()
         if left <= 0:
             self._paused_until.pop(pause, None)  # over: the common path stays one dict test
         else:
@@ -315,6 +324,11 @@ def check_lines(settings: Settings) -> list[str]:
     return lines
 
 
-def build_admission(settings: Settings, metrics: Metrics, store: LimitStore | None = None) -> Admission:
+def build_admission(
+    settings: Settings,
+    metrics: Metrics,
+    store: LimitStore | None = None,
+    monotonic: Callable[[], float] = time.monotonic,
+) -> Admission:
     """The factory the runtime calls once per config load."""
-    return Admission(settings, metrics, store)
+    return Admission(settings, metrics, store, monotonic)

@@ -5,7 +5,9 @@ theoretical arrival time ``tat``. A limit of ``requests`` per ``per`` has the
 emission interval ``T = per / requests`` and the tolerance ``tau = T * burst``.
 One decision at ``now`` (what every store computes, atomically)::
 
-    tat = max(tat, now, paused_until + tau)   # a vendor pause: nothing before it ends
+    tat = max(tat, now)
+    if paused_until > now:                    # a vendor pause: nothing before it ends
+        tat = max(tat, paused_until + tau)
     wait = tat - tau - now                    # when this request may be sent
     if wait > max_wait + 1e-9: refuse, retry_after = wait (nothing is stored)
     else: store tat + T, admit after sleeping `wait`
@@ -104,7 +106,9 @@ class LocalLimitStore:
         tolerance = interval * burst
         tat = state.tat if state.tat > now else now
         paused_until = self._paused.get(key if pause_key is None else pause_key, 0.0)
-        if paused_until + tolerance > tat:  # a vendor pause: nothing before it ends
+        # a vendor pause still running: nothing before it ends, and what queues
+        # behind it leaves T apart; once over, the route's burst is everyone's again
+        if paused_until > now and paused_until + tolerance > tat:
             tat = paused_until + tolerance
         wait = tat - tolerance - now
         if wait > max_wait + EPSILON:

@@ -32,6 +32,7 @@ from typing import Any
 
 from redis.exceptions import NoScriptError, RedisError
 
+from proxy.clock import SYSTEM_CLOCK, Clock
 from proxy.config import Settings
 from proxy.ratelimit import ADMIT_NOW, DEFAULT_MAX_PAUSE, Decision, LimitStore, LocalLimitStore
 from proxy.state import SharedState
@@ -51,7 +52,7 @@ local max_wait = tonumber(ARGV[3])
 local tat = tonumber(redis.call('GET', KEYS[1]) or now)
 if tat < now then tat = now end
 local paused = tonumber(redis.call('GET', KEYS[2]) or 0)
-if paused > 0 and paused + tolerance > tat then tat = paused + tolerance end
+if paused > now and paused + tolerance > tat then tat = paused + tolerance end
 local wait = tat - tolerance - now
 if wait < 0 then wait = 0 end
 if wait > max_wait then
@@ -249,9 +250,13 @@ class RedisLimitStore:
         await self.fallback.close()
 
 
-def shared_limit_store(state: SharedState | None, settings: Settings) -> LimitStore | None:
+def shared_limit_store(
+    state: SharedState | None, settings: Settings, clock: Clock = SYSTEM_CLOCK
+) -> LimitStore | None:
     """The store for a runtime: Redis when ``state.redis`` is set (None: the local default)."""
     if state is None:
         return None
     max_pause = max((r.max_pause for r in settings.routes), default=DEFAULT_MAX_PAUSE)
-    return RedisLimitStore(state, LocalLimitStore(), workers=settings.workers, max_pause=max_pause)
+    return RedisLimitStore(
+        state, LocalLimitStore(clock.monotonic), workers=settings.workers, max_pause=max_pause
+    )

@@ -94,7 +94,7 @@ class Runtime:
         # state.redis: limits and OAuth2 tokens shared by the fleet (connected in start)
         self.state: SharedState | None = shared_state(settings, metrics, clock)
         self.admission = build_admission(  # allow rules, rate limits
-            settings, metrics, shared_limit_store(self.state, settings)
+            settings, metrics, shared_limit_store(self.state, settings, clock), clock.monotonic
         )
 
     def _pool_for(self, route: Route) -> Pool:

@@ -43,6 +43,7 @@ from proxy.ratelimit import (
     retry_after_header,
 )
 from proxy.redisurl import describe as describe_redis
+from proxy.uploads import UploadLimits, UploadSlot
 
 log = get_logger("signet.admission")
 
@@ -115,6 +116,14 @@ class Admission:
         # vendor pauses this process saw, by pause key (monotonic deadline): enforced
         # on routes without a limit, and names the reason in the metric
         self._paused_until: dict[str, float] = {}
+        limits = settings.limits
+        self.uploads = UploadLimits(  # bodies a scheme must buffer: per client, rate, memory
+            client_uploads=limits.client_uploads,
+            min_upload_rate=limits.min_upload_rate,
+            min_upload_rate_after=limits.min_upload_rate_after,
+            body_read_timeout=limits.body_read_timeout,
+            body_memory=limits.body_memory,
+        )
         self._children: dict[tuple[str, ...], Any] = {}
         self._owns_store = True  # False once a reload handed the store to the next runtime
 
@@ -129,6 +138,7 @@ class Admission:
         state anyway; only a local one is handed over (and not closed with the
         old runtime).
         """
+        self.uploads.carry_over(old.uploads)
         if isinstance(self.store, LocalLimitStore) and isinstance(old.store, LocalLimitStore):
             self.store = old.store
             old._owns_store = False
@@ -200,6 +210,14 @@ class Admission:
         if client is not None and client in self.own_credentials.get(route, ()):
             return f"route:{route}#client:{client}"
         return f"route:{route}"
+
+    def enter_upload(self, client: str | None, remote: str | None, route: str) -> UploadSlot:
+        """A buffering slot for a body a scheme must buffer (``limits.client_uploads``)."""
+        try:
+            return self.uploads.enter(client, remote, route)
+        except RateLimited:
+            self._counter("limited", route, client or "-", "client_uploads").inc()
+            raise
 
     def denied(self, route: str, client: str) -> None:
         """Count a policy denial: an ``allow`` rule missed, or a route outside the client's list."""

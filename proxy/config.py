@@ -115,18 +115,6 @@ class DefaultsModel(_Model):
     egress_proxy: TextOrSecret | None = None  # http://[user:pass@]host:port, "env" or "none"
 
 
-class LimitsModel(_Model):
-    """Inbound limits; defaults are safe for a proxy that holds secrets."""
-
-    max_header_bytes: int = Field(8190, ge=256)  # one header line (name + value)
-    max_headers: int = Field(100, ge=8)
-    max_url_length: int = Field(8190, ge=64)  # request line
-    max_head_bytes: int = Field(65536, ge=1024)  # request line + every header, answered 400 past it
-    keepalive_timeout: float = Field(75.0, gt=0)  # idle client keep-alive connections
-    request_header_timeout: float = Field(30.0, gt=0)  # time for a client to send its headers
-    body_read_timeout: float = Field(60.0, gt=0)  # max time without a body byte from a client
-
-
 _DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)?\Z")
 _UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 
@@ -148,6 +136,62 @@ def parse_duration(value: Any) -> float:
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+_SIZE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*(b|kb|kib|mb|mib|gb|gib)?\Z", re.I)
+_SIZE_UNIT = {
+    None: 1, "b": 1, "kb": 1000, "kib": 1024, "mb": 1000**2, "mib": 1024**2,
+    "gb": 1000**3, "gib": 1024**3,
+}
+
+
+def parse_size(value: Any) -> int:
+    """Bytes from a number or a string with a unit (``64KiB``, ``256MiB``, ``1GB``)."""
+    value = _plain(value)
+    if isinstance(value, bool):
+        raise ValueError("must be a size: a number of bytes or a string like 64KiB, 256MiB")
+    if isinstance(value, int | float):
+        size = float(value)
+    elif isinstance(value, str) and (m := _SIZE.match(value.strip())):
+        unit = m.group(2).lower() if m.group(2) else None
+        size = float(m.group(1)) * _SIZE_UNIT[unit]
+    else:
+        raise ValueError("must be a size: a number of bytes or a string like 64KiB, 256MiB")
+    if size < 0 or size != size or size == float("inf"):
+        raise ValueError("must be a finite size of 0 or more")
+    return int(size)
+
+
+def parse_rate(value: Any) -> float:
+    """Bytes per second from a number or a size per second (``64KiB/s``)."""
+    value = _plain(value)
+    if isinstance(value, str) and value.strip().lower().endswith("/s"):
+        value = value.strip()[:-2]
+    try:
+        return float(parse_size(value))
+    except ValueError:
+        raise ValueError("must be a rate: bytes per second or a string like 64KiB/s") from None
+
+
+Size = Annotated[int, BeforeValidator(parse_size)]
+Rate = Annotated[float, BeforeValidator(parse_rate)]
+
+
+class LimitsModel(_Model):
+    """Inbound limits; defaults are safe for a proxy that holds secrets."""
+
+    max_header_bytes: int = Field(8190, ge=256)  # one header line (name + value)
+    max_headers: int = Field(100, ge=8)
+    max_url_length: int = Field(8190, ge=64)  # request line
+    max_head_bytes: int = Field(65536, ge=1024)  # request line + every header, answered 400 past it
+    keepalive_timeout: float = Field(75.0, gt=0)  # idle client keep-alive connections
+    request_header_timeout: float = Field(30.0, gt=0)  # time for a client to send its headers
+    body_read_timeout: float = Field(60.0, gt=0)  # max time without a body byte from a client
+    # bodies a scheme must buffer (proxy.uploads): per client at once, minimum rate, memory
+    client_uploads: int = Field(4, ge=1)
+    min_upload_rate: Rate = 64 * 1024  # bytes/s on average; 0: no minimum
+    min_upload_rate_after: Duration = 10.0  # the rate is judged once this much time has passed
+    body_memory: Size = 256 * 1024 * 1024  # process-wide bytes of bodies buffered in memory
 
 
 class RateLimitModel(_Model):

@@ -28,6 +28,7 @@ from proxy.auth import AuthScheme, UpstreamRequest
 from proxy.body import BodySpooler, SignedBody
 from proxy.errors import (
     BadRequest,
+    BodyTimeout,
     BodyTooLarge,
     Forbidden,
     NoRoute,
@@ -44,6 +45,7 @@ from proxy.metrics import Metrics, status_class
 from proxy.neterrors import mid_body_failure, upstream_failure
 from proxy.routes import check_request_target
 from proxy.runtime import RouteRuntime, Runtime
+from proxy.uploads import BodyReader, UploadSlot
 from proxy.upstream import RequestBodyFailed, UpstreamError, UpstreamResponse
 
 X_REQUEST_ID = istr("X-Request-Id")
@@ -154,7 +156,7 @@ class ProxyHandler:
                 status = exc.status
                 info.fail(exc.code, exc.message)
                 # the client's body was left half-read: close rather than read it on
-                close = isinstance(exc, BodyTooLarge | _BodyStalled | SpoolFailed)
+                close = isinstance(exc, BodyTooLarge | _BodyStalled | SpoolFailed | BodyTimeout)
                 return error_response(exc, rid, close=close)
             except _Aborted as exc:
                 status = info.status_sent or 502
@@ -167,6 +169,8 @@ class ProxyHandler:
             status = info.status_sent or 499
             raise
         finally:
+            if info.upload is not None:
+                info.upload.leave()  # limits: the client's buffering slot, however it ended
             if info.body is not None:
                 info.body.close()  # a spooled body's file goes, however the request ended
             runtime.release()
@@ -262,6 +266,11 @@ class ProxyHandler:
         buffered = route.needs_body or route.retries_401
         if buffered:
             _check_declared_length(request, route)  # before 100-continue: refuse unsent bodies
+        upload = None
+        if buffered and request.body_exists:  # limits: a buffering slot (limits.client_uploads)
+            upload = info.upload = self.runtime.admission.enter_upload(
+                info.client, request.remote, route.name
+            )
         if request.headers.get("Expect", "").lower() == "100-continue":
             await _send_continue(request)
 
@@ -277,7 +286,7 @@ class ProxyHandler:
                     headers,
                     scheme_host=route.origin,
                 )
-                body = await self._read_body(request, route, scheme, head)
+                body = await self._read_body(request, route, scheme, head, upload)
             else:
                 body = SignedBody.from_bytes(b"")
             info.bytes_in = body.size
@@ -346,13 +355,16 @@ class ProxyHandler:
         route: RouteRuntime,
         scheme: AuthScheme,
         head: UpstreamRequest,
+        upload: UploadSlot | None = None,
     ) -> SignedBody:
         """Read a body that must be signed whole: memory up to spool_bytes, a private file beyond.
 
         ``head`` is the upstream request without its body: a scheme whose message
         starts with what it holds hashes the body as it arrives. Refuses at
         ``max_body_bytes`` without reading on; the spool is discarded on every
-        way out but success (then ``__call__`` closes the body).
+        way out but success (then ``__call__`` closes the body). ``upload`` (the
+        client's buffering slot, proxy.uploads) sets the minimum rate and the
+        memory budget, and is left once the body is read.
         """
         limit = route.route.max_body_bytes
         spooler = BodySpooler(
@@ -360,14 +372,17 @@ class ProxyHandler:
             route.route.spool_dir,
             scheme.body_digests,
             scheme.body_prefix(head) if scheme.needs_body else None,
+            memory=upload.memory if upload is not None else None,  # limits.body_memory
         )
         content = request.content
+        read = (  # limits: silence (408) and limits.min_upload_rate (408)
+            upload.reader(content.readany, route.name)
+            if upload is not None
+            else BodyReader(content.readany, silence=self.body_read_timeout, min_rate=0, grace=0)
+        )
         try:
             while True:
-                try:
-                    chunk = await asyncio.wait_for(content.readany(), self.body_read_timeout)
-                except TimeoutError:
-                    raise _client_timeout(route) from None
+                chunk = await read()
                 if not chunk:
                     break
                 if spooler.size + len(chunk) > limit:
@@ -380,6 +395,9 @@ class ProxyHandler:
         except BaseException:
             spooler.discard()
             raise
+        finally:
+            if upload is not None:
+                upload.leave()  # limits: buffered, the slot is free
 
     async def _stream_back(
         self,
@@ -527,8 +545,8 @@ def _check_declared_length(request: web.BaseRequest, route: RouteRuntime) -> Non
 
 
 def _client_timeout(route: RouteRuntime) -> RequestError:
-    return _BodyStalled(
-        "the request body stalled (no byte within the body read timeout)", route=route.name
+    return BodyTimeout(
+        "the request body stalled (no byte within limits.body_read_timeout)", route=route.name
     )
 
 

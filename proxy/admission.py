@@ -124,6 +124,9 @@ class Admission:
             body_read_timeout=limits.body_read_timeout,
             body_memory=limits.body_memory,
         )
+        uploads = self.uploads  # the newest runtime's view (a reload shares the state)
+        metrics.uploads_buffering.set_function(uploads.in_buffering)
+        metrics.body_memory.set_function(lambda: uploads.memory.used)
         self._children: dict[tuple[str, ...], Any] = {}
         self._owns_store = True  # False once a reload handed the store to the next runtime
 

@@ -80,6 +80,16 @@ class Metrics:
         self.state_up = Gauge(
             "signet_state_up", "1 while the shared state (Redis) answers, else 0.", registry=r
         )
+        self.uploads_buffering = Gauge(
+            "signet_uploads_buffering",
+            "Request bodies being read for a scheme that buffers them (limits.client_uploads).",
+            registry=r,
+        )
+        self.body_memory = Gauge(
+            "signet_body_memory_bytes",
+            "Bytes of buffered request bodies held in memory (budget: limits.body_memory).",
+            registry=r,
+        )
         self.config_reloads = Counter(
             "signet_config_reloads",
             "Config reloads by outcome (ok, error).",

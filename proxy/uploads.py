@@ -26,30 +26,61 @@ stalled ones, or fill ``spool_dir`` for everyone. Three limits close that:
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from collections.abc import Awaitable, Callable
 
+from proxy import malloc
 from proxy.errors import BodyTimeout, RateLimited
 
 RETRY_AFTER = "1"
 
 
+# buffered bodies dropping to nothing after holding this much: give the memory back
+TRIM_AFTER = 16 * 1024 * 1024
+TRIM_DELAY = 0.5  # seconds after the last body went
+
+
 class MemoryBudget:
-    """Bytes of in-memory buffered bodies, process-wide; nothing awaits, so no lock."""
+    """Bytes of in-memory buffered bodies, process-wide; nothing awaits, so no lock.
+
+    When the bodies held drop to none after a burst of at least
+    :data:`TRIM_AFTER` bytes, the allocator is asked to return free memory
+    to the kernel (:func:`proxy.malloc.trim`): one call per burst.
+    """
 
     def __init__(self, limit: int) -> None:
+        malloc.tune()
         self.limit = limit
         self.used = 0
+        self._high = 0  # the most held since the last trim
+        self._trim: asyncio.TimerHandle | None = None
 
     def take(self, n: int) -> bool:
         """Reserve ``n`` bytes; False (nothing reserved) when that would pass the limit."""
         if self.used + n > self.limit:
             return False
         self.used += n
+        if self.used > self._high:
+            self._high = self.used
         return True
 
     def give_back(self, n: int) -> None:
         self.used = max(0, self.used - n)
+        if self.used == 0 and self._high >= TRIM_AFTER and self._trim is None:
+            # a moment later: the requests that held the bodies are still unwinding now
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                return
+            self._trim = loop.call_later(TRIM_DELAY, self._trim_if_idle)
+
+    def _trim_if_idle(self) -> None:
+        self._trim = None
+        if self.used == 0:
+            self._high = 0
+            gc.collect()  # request objects in reference cycles still hold their read buffers
+            malloc.trim()
 
 
 class BodyReader:

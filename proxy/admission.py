@@ -214,13 +214,11 @@ class Admission:
             return f"route:{route}#client:{client}"
         return f"route:{route}"
 
-    def enter_upload(self, client: str | None, remote: str | None, route: str) -> UploadSlot:
-        """A buffering slot for a body a scheme must buffer (``limits.client_uploads``)."""
-        try:
-            return self.uploads.enter(client, remote, route)
-        except RateLimited:
-            self._counter("limited", route, client or "-", "client_uploads").inc()
-            raise
+    def upload_slot(self, client: str | None, remote: str | None, route: str) -> UploadSlot:
+        """The client's buffering slot for one body (``limits.client_uploads``), taken on first wait."""
+        slot = self.uploads.slot(client, remote, route)
+        slot.on_refused = self._counter("limited", route, client or "-", "client_uploads").inc
+        return slot
 
     def denied(self, route: str, client: str) -> None:
         """Count a policy denial: an ``allow`` rule missed, or a route outside the client's list."""

@@ -157,6 +157,7 @@ class ProxyHandler:
                 info.fail(exc.code, exc.message)
                 # the client's body was left half-read: close rather than read it on
                 close = isinstance(exc, BodyTooLarge | _BodyStalled | SpoolFailed | BodyTimeout)
+                close = close or (info.upload is not None and info.body is None)  # limits: half-read
                 return error_response(exc, rid, close=close)
             except _Aborted as exc:
                 status = info.status_sent or 502
@@ -268,10 +269,12 @@ class ProxyHandler:
             _check_declared_length(request, route)  # before 100-continue: refuse unsent bodies
         upload = None
         if buffered and request.body_exists:  # limits: a buffering slot (limits.client_uploads)
-            upload = info.upload = self.runtime.admission.enter_upload(
+            upload = info.upload = self.runtime.admission.upload_slot(
                 info.client, request.remote, route.name
             )
         if request.headers.get("Expect", "").lower() == "100-continue":
+            if upload is not None:
+                upload.enter()  # limits: the client waits for our 100: count it (or 429) now
             await _send_continue(request)
 
         body: SignedBody | None = None
@@ -375,8 +378,8 @@ class ProxyHandler:
             memory=upload.memory if upload is not None else None,  # limits.body_memory
         )
         content = request.content
-        read = (  # limits: silence (408) and limits.min_upload_rate (408)
-            upload.reader(content.readany, route.name)
+        read = (  # limits: silence and limits.min_upload_rate (408), the slot on first wait (429)
+            upload.reader(content.readany, content.read_nowait, content.at_eof)
             if upload is not None
             else BodyReader(content.readany, silence=self.body_read_timeout, min_rate=0, grace=0)
         )

@@ -8,8 +8,11 @@ stalled ones, or fill ``spool_dir`` for everyone. Three limits close that:
 
 - ``limits.client_uploads`` (default 4): bodies one client (its name, or its
   remote address when Signet has no ``clients``) may have in buffering at
-  once. One more is refused before a body byte is read: ``429 rate_limited``
-  with ``Retry-After: 1`` (it is that client's own excess, like its rate
+  once. A body counts from the moment Signet must wait for the client to
+  send more of it (a body already in hand, as small ones arrive with their
+  head, never waits and takes no slot; one behind ``Expect: 100-continue``
+  counts before the ``100``). One more is refused before Signet waits for
+  it: ``429 rate_limited`` with ``Retry-After: 1`` (it is that client's own excess, like its rate
   limit; 503 would tell every client the service is down). With
   ``max_body_bytes`` it bounds what one client can put in ``spool_dir`` at
   once: ``client_uploads x max_body_bytes``.
@@ -89,7 +92,11 @@ class BodyReader:
     ``read`` returns the next chunk (``b""`` at the end), e.g. a StreamReader's
     ``readany``. Each read waits at most until the next deadline: the silence
     limit, or the moment the average rate since the first read would drop
-    under ``min_rate`` (counted only after ``grace`` seconds).
+    under ``min_rate`` (counted only after ``grace`` seconds). With
+    ``read_nowait`` and ``at_eof`` (what already arrived, and whether that is
+    all), bytes in hand are taken without waiting, and ``before_wait`` runs
+    before the first read that must wait for the client (it takes the
+    client's buffering slot, and may refuse).
     """
 
     def __init__(
@@ -101,8 +108,14 @@ class BodyReader:
         grace: float,
         route: str | None = None,
         clock: Callable[[], float] = time.monotonic,
+        read_nowait: Callable[[], bytes] | None = None,
+        at_eof: Callable[[], bool] | None = None,
+        before_wait: Callable[[], None] | None = None,
     ) -> None:
         self.read = read
+        self.read_nowait = read_nowait
+        self.at_eof = at_eof
+        self.before_wait = before_wait
         self.silence = silence
         self.min_rate = min_rate
         self.grace = grace
@@ -112,6 +125,13 @@ class BodyReader:
         self.started = clock()
 
     async def __call__(self) -> bytes:
+        if self.read_nowait is not None and self.at_eof is not None:
+            chunk = self.read_nowait()
+            if chunk or self.at_eof():  # in hand: no wait, no slot
+                self.received += len(chunk)
+                return chunk
+        if self.before_wait is not None:
+            self.before_wait()
         elapsed = self.clock() - self.started
         rate_left = float("inf")
         if self.min_rate > 0:
@@ -141,31 +161,63 @@ class BodyReader:
 
 
 class UploadSlot:
-    """One client's body in buffering; :meth:`leave` (idempotent) frees the slot."""
+    """One client's body to buffer: :meth:`enter` counts it (or refuses), :meth:`leave` frees it.
 
-    __slots__ = ("_counts", "_key", "limits", "memory")
+    Both are idempotent; ``on_refused`` runs when :meth:`enter` refuses (a metric).
+    """
 
-    def __init__(self, counts: dict[str, int], key: str, limits: UploadLimits) -> None:
-        self._counts: dict[str, int] | None = counts
-        self._key = key
+    __slots__ = ("_entered", "_key", "_who", "limits", "memory", "on_refused", "route")
+
+    def __init__(self, limits: UploadLimits, key: str, who: str, route: str) -> None:
         self.limits = limits
         self.memory = limits.memory
+        self.route = route
+        self.on_refused: Callable[[], None] | None = None
+        self._key = key
+        self._who = who
+        self._entered = False
 
-    def reader(self, read: Callable[[], Awaitable[bytes]], route: str | None) -> BodyReader:
-        """Reads this body under the silence and minimum-rate deadlines."""
+    def enter(self) -> None:
+        if self._entered:
+            return
+        counts = self.limits.counts
+        current = counts.get(self._key, 0)
+        if current >= self.limits.client_uploads:
+            if self.on_refused is not None:
+                self.on_refused()
+            raise RateLimited(
+                f"{self._who} already has {current} request bodies being uploaded "
+                f"(limits.client_uploads); retry when one is done",
+                retry_after=RETRY_AFTER,
+                route=self.route,
+            )
+        counts[self._key] = current + 1
+        self._entered = True
+
+    def reader(
+        self,
+        read: Callable[[], Awaitable[bytes]],
+        read_nowait: Callable[[], bytes] | None = None,
+        at_eof: Callable[[], bool] | None = None,
+    ) -> BodyReader:
+        """Reads this body under the deadlines; the slot is taken before the first wait."""
         limits = self.limits
         return BodyReader(
             read,
             silence=limits.body_read_timeout,
             min_rate=limits.min_upload_rate,
             grace=limits.min_upload_rate_after,
-            route=route,
+            route=self.route,
+            read_nowait=read_nowait,
+            at_eof=at_eof,
+            before_wait=self.enter,
         )
 
     def leave(self) -> None:
-        counts, self._counts = self._counts, None
-        if counts is None:
+        if not self._entered:
             return
+        self._entered = False
+        counts = self.limits.counts
         left = counts.get(self._key, 0) - 1
         if left > 0:
             counts[self._key] = left
@@ -187,34 +239,25 @@ class UploadLimits:
     ) -> None:
         self.client_uploads = client_uploads
         self.memory = MemoryBudget(body_memory)
-        self._counts: dict[str, int] = {}  # client or remote address -> bodies in buffering
+        self.counts: dict[str, int] = {}  # client or remote address -> bodies in buffering
         self.body_read_timeout = body_read_timeout
         self.min_upload_rate = min_upload_rate
         self.min_upload_rate_after = min_upload_rate_after
 
     def carry_over(self, old: UploadLimits) -> None:
         """On reload: the bodies still buffering under the old config count here too."""
-        self._counts = old._counts
+        self.counts = old.counts
         old.memory.limit = self.memory.limit  # one budget: the new limit, the bytes in use
         self.memory = old.memory
 
-    def enter(self, client: str | None, remote: str | None, route: str) -> UploadSlot:
-        """Take a buffering slot for this client; 429 when it already has ``client_uploads``."""
-        key = f"client:{client}" if client is not None else f"remote:{remote or '-'}"
-        current = self._counts.get(key, 0)
-        if current >= self.client_uploads:
-            who = f"client {client!r}" if client is not None else f"address {remote or '-'}"
-            raise RateLimited(
-                f"{who} already has {current} request bodies being uploaded "
-                f"(limits.client_uploads); retry when one is done",
-                retry_after=RETRY_AFTER,
-                route=route,
-            )
-        self._counts[key] = current + 1
-        return UploadSlot(self._counts, key, self)
+    def slot(self, client: str | None, remote: str | None, route: str) -> UploadSlot:
+        """This client's slot for one body, not yet taken (:meth:`UploadSlot.enter`)."""
+        if client is not None:
+            return UploadSlot(self, f"client:{client}", f"client {client!r}", route)
+        return UploadSlot(self, f"remote:{remote or '-'}", f"address {remote or '-'}", route)
 
     def in_buffering(self) -> int:
-        return sum(self._counts.values())
+        return sum(self.counts.values())
 
 
 def _rate(bytes_per_second: float) -> str:

@@ -4,8 +4,10 @@ Real ``signet serve`` processes, raw sockets that drip-feed or stall their
 uploads, a vendor that counts what reaches it:
 
 - ``limits.client_uploads``: a client (or, without ``clients``, a remote
-  address) with 4 bodies in buffering gets ``429 rate_limited`` for a fifth,
-  before any of its bytes is read; others are not affected;
+  address) with 4 bodies in buffering gets ``429 rate_limited`` for a fifth
+  that Signet would have to wait for (a body already in hand takes no slot;
+  one behind ``Expect: 100-continue`` is refused before its ``100``); others
+  are not affected;
 - ``limits.min_upload_rate``: a drip-fed body is ``408 body_timeout`` once
   ``min_upload_rate_after`` has passed, instead of holding its slot for minutes;
 - ``limits.body_memory``: past the process-wide budget a body goes to a spool
@@ -173,6 +175,22 @@ async def test_a_client_holds_at_most_client_uploads_bodies(
     assert status == 429, raw
     assert b"X-Signet-Error: rate_limited" in raw and b"Retry-After: 1\r\n" in raw
     assert b"limits.client_uploads" in raw
+
+    # a body already in hand (a small one, in the same write as its head) never waits: no slot
+    small = await asyncio.to_thread(upload, addr, 1500, 1500, token)
+    status, raw = await asyncio.to_thread(answer, small)
+    small.close()
+    assert status == 200 and raw.endswith(b'{"size": 1500}'), raw
+    # a client waiting for our 100 is counted before it is told to send: refused at once
+    sock = socket.create_connection(addr, timeout=30)
+    auth = f"Proxy-Authorization: Bearer {token}\r\n" if token else ""
+    sock.sendall(
+        f"POST /tc/x HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: 5000\r\n"
+        "Expect: 100-continue\r\n\r\n".encode()
+    )
+    status, raw = await asyncio.to_thread(answer, sock)
+    sock.close()
+    assert status == 429 and b"limits.client_uploads" in raw, raw
 
     # someone else is not affected: another client, or another address
     other = (

@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from proxy.errors import SpoolFailed
+from proxy.uploads import MemoryBudget
 
 CHUNK = 3 * 256 * 1024  # 768 KiB per read: a multiple of 3 for base64, large enough for hashing
 WRITE_BLOCK = 1 << 20  # bytes gathered before one write to the spool file
@@ -113,8 +114,10 @@ class SignedBody:
         fd: int | None = None,
         digests: dict[str, str] | None = None,
         prefixed: BodyPrefix | None = None,
+        release: Callable[[], None] | None = None,
     ) -> None:
         self.size = size
+        self._release = release  # gives an in-memory body's bytes back to limits.body_memory
         self._data = data
         self._fd = fd
         self._digests = dict(digests or {})
@@ -214,7 +217,10 @@ class SignedBody:
         return self._data if self._data is not None else self.aiter_chunks()
 
     def close(self) -> None:
-        """Free the file and end every reading of it. Idempotent."""
+        """Free the file (or the memory budget) and end every reading of it. Idempotent."""
+        release, self._release = self._release, None
+        if release is not None:
+            release()
         for reader in list(self._readers or ()):
             reader.close()
         if self._closer is not None:
@@ -303,6 +309,12 @@ def _pread_exact(fd: int, n: int, offset: int) -> bytes:
 class BodySpooler:
     """Collects a body chunk by chunk: memory up to ``spool_bytes``, a private file beyond.
 
+    With a ``memory`` budget (``limits.body_memory``, process-wide), the bytes
+    kept in memory are reserved from it as they arrive; a body that cannot
+    reserve its next chunk goes to a file at once, whatever its size. The
+    reservation is given back when the body spills to a file, is discarded,
+    or (in memory to the end) when the :class:`SignedBody` is closed.
+
     Writes and digest updates run in a worker thread one block at a time,
     overlapping with reading the next block from the client. An ``OSError``
     from the disk (full, unwritable directory, I/O error) becomes
@@ -316,8 +328,11 @@ class BodySpooler:
         spool_dir: str | None = None,
         digests: Iterable[str] = (),
         prefix: BodyPrefix | None = None,
+        memory: MemoryBudget | None = None,
     ) -> None:
         self.spool_bytes = spool_bytes
+        self._budget = memory
+        self._reserved = 0  # bytes of self._memory reserved from the budget
         self.spool_dir = spool_dir
         self.size = 0
         self._names = tuple(dict.fromkeys(digests))
@@ -332,11 +347,16 @@ class BodySpooler:
     async def feed(self, chunk: bytes) -> None:
         self.size += len(chunk)
         if self._fd is None:
-            self._memory += chunk
-            if len(self._memory) <= self.spool_bytes:
+            fits = len(self._memory) + len(chunk) <= self.spool_bytes
+            if fits and (self._budget is None or self._budget.take(len(chunk))):
+                self._reserved += len(chunk)
+                self._memory += chunk
                 return
+            # past spool_bytes, or the process holds limits.body_memory already: to a file
             self._open()
             self._block, self._memory = self._memory, bytearray()
+            self._block += chunk
+            self._give_back()
         else:
             self._block += chunk
         if len(self._block) >= WRITE_BLOCK:
@@ -345,7 +365,12 @@ class BodySpooler:
     async def finish(self) -> SignedBody:
         """The complete body; the spooler hands over its file and is spent."""
         if self._fd is None:
-            return SignedBody.from_bytes(bytes(self._memory))
+            data = bytes(self._memory)
+            self._memory = bytearray()  # one copy of the body at a time
+            reserved, self._reserved = self._reserved, 0
+            budget = self._budget
+            release = (lambda: budget.give_back(reserved)) if budget is not None and reserved else None
+            return SignedBody(len(data), data=data, release=release)
         await self._flush()
         await self._wait_pending()
         fd, self._fd = self._fd, None
@@ -355,6 +380,7 @@ class BodySpooler:
     def discard(self) -> None:
         """Drop whatever was collected (a thread still writing holds its own descriptor)."""
         self._memory = bytearray()
+        self._give_back()
         self._block = bytearray()
         if self._fd is not None:
             fd, self._fd = self._fd, None
@@ -363,6 +389,11 @@ class BodySpooler:
         if pending is not None:
             # nobody will await it any more: retrieve its outcome so it is not logged
             pending.add_done_callback(_ignore_outcome)
+
+    def _give_back(self) -> None:
+        reserved, self._reserved = self._reserved, 0
+        if self._budget is not None and reserved:
+            self._budget.give_back(reserved)
 
     # ---------------------------------------------------------------- file
 

@@ -179,6 +179,68 @@ class DefaultsModel(_Model):
     )
 
 
+_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)?\Z")
+_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds from a number or a string with a unit (``500ms``, ``2s``, ``1m``, ``1h``)."""
+    value = _plain(value)
+    if isinstance(value, bool):
+        raise ValueError("must be a duration: a number of seconds or a string like 500ms, 2s, 1m")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str) and (m := _DURATION.match(value.strip())):
+        seconds = float(m.group(1)) * _UNIT[m.group(2)]
+    else:
+        raise ValueError("must be a duration: a number of seconds or a string like 500ms, 2s, 1m")
+    if seconds < 0 or seconds != seconds or seconds == float("inf"):
+        raise ValueError("must be a finite duration of 0 or more")
+    return seconds
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+_SIZE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*(b|kb|kib|mb|mib|gb|gib)?\Z", re.I)
+_SIZE_UNIT = {
+    None: 1, "b": 1, "kb": 1000, "kib": 1024, "mb": 1000**2, "mib": 1024**2,
+    "gb": 1000**3, "gib": 1024**3,
+}
+
+
+def parse_size(value: Any) -> int:
+    """Bytes from a number or a string with a unit (``64KiB``, ``256MiB``, ``1GB``)."""
+    value = _plain(value)
+    if isinstance(value, bool):
+        raise ValueError("must be a size: a number of bytes or a string like 64KiB, 256MiB")
+    if isinstance(value, int | float):
+        size = float(value)
+    elif isinstance(value, str) and (m := _SIZE.match(value.strip())):
+        unit = m.group(2).lower() if m.group(2) else None
+        size = float(m.group(1)) * _SIZE_UNIT[unit]
+    else:
+        raise ValueError("must be a size: a number of bytes or a string like 64KiB, 256MiB")
+    if size < 0 or size != size or size == float("inf"):
+        raise ValueError("must be a finite size of 0 or more")
+    return int(size)
+
+
+def parse_rate(value: Any) -> float:
+    """Bytes per second from a number or a size per second (``64KiB/s``)."""
+    value = _plain(value)
+    if isinstance(value, str) and value.strip().lower().endswith("/s"):
+        value = value.strip()[:-2]
+    try:
+        return float(parse_size(value))
+    except ValueError:
+        raise ValueError("must be a rate: bytes per second or a string like 64KiB/s") from None
+
+
+Size = Annotated[int, BeforeValidator(parse_size)]
+Rate = Annotated[float, BeforeValidator(parse_rate)]
+
+
 class LimitsModel(_Model):
     """Inbound limits; defaults are safe for a proxy that holds secrets."""
 
@@ -216,33 +278,35 @@ class LimitsModel(_Model):
     body_read_timeout: float = Field(
         60.0, gt=0,
         description=(
-            "Seconds without a body byte from the client (a stalled upload); else 400 bad_request and the "
+            "Seconds without a body byte from the client (a stalled upload); else 408 body_timeout and the "
             "connection is closed."
         ),
     )
-
-
-_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)?\Z")
-_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
-
-
-def parse_duration(value: Any) -> float:
-    """Seconds from a number or a string with a unit (``500ms``, ``2s``, ``1m``, ``1h``)."""
-    value = _plain(value)
-    if isinstance(value, bool):
-        raise ValueError("must be a duration: a number of seconds or a string like 500ms, 2s, 1m")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    elif isinstance(value, str) and (m := _DURATION.match(value.strip())):
-        seconds = float(m.group(1)) * _UNIT[m.group(2)]
-    else:
-        raise ValueError("must be a duration: a number of seconds or a string like 500ms, 2s, 1m")
-    if seconds < 0 or seconds != seconds or seconds == float("inf"):
-        raise ValueError("must be a finite duration of 0 or more")
-    return seconds
-
-
-Duration = Annotated[float, BeforeValidator(parse_duration)]
+    # bodies a scheme must buffer (proxy.uploads): per client at once, minimum rate, memory
+    client_uploads: int = Field(
+        4, ge=1,
+        description=(
+            "Bodies a scheme must buffer that one client (or remote address, without clients) may be "
+            "sending at once; a body in hand takes no slot; one more is 429 rate_limited."
+        ),
+    )
+    min_upload_rate: Rate = Field(
+        64 * 1024,
+        description=(
+            "Slowest average rate (bytes/s or e.g. 64KiB/s) for a buffered body once min_upload_rate_after "
+            "has passed; slower is 408 body_timeout. 0: no minimum."
+        ),
+    )
+    min_upload_rate_after: Duration = Field(
+        10.0, description="How long a buffered body may take before min_upload_rate is judged."
+    )
+    body_memory: Size = Field(
+        256 * 1024 * 1024,
+        description=(
+            "Process-wide budget (bytes or e.g. 256MiB) for buffered bodies held in memory; past it a body "
+            "goes to a spool file at once."
+        ),
+    )
 
 
 class RateLimitModel(_Model):
@@ -392,6 +456,13 @@ class RouteModel(_Model):
         description=(
             "The vendor's quota for this route's credentials; requests over it wait up to max_wait, else "
             "429."
+        ),
+    )
+    max_pause: Duration | None = Field(
+        None,
+        description=(
+            "Longest a vendor 429 with Retry-After pauses the credential that received it (the route's "
+            "auth or one auth_by_client entry); default 5m."
         ),
     )
     egress_proxy: TextOrSecret | None = Field(
@@ -555,6 +626,7 @@ class Route:
     spool_bytes: int = 1024 * 1024  # signed bodies larger than this are spooled to disk
     spool_dir: str | None = None  # None: the system temp directory
     egress: EgressProxy | None = None  # resolved (env mode applied); None: direct
+    max_pause: float = 300.0  # seconds a vendor 429 may pause one credential of this route
 
     @property
     def origin(self) -> str:
@@ -1701,6 +1773,7 @@ def _build_settings(
                 spool_bytes=d.spool_bytes if r.spool_bytes is None else r.spool_bytes,
                 spool_dir=d.spool_dir,
                 egress=egress,
+                max_pause=300.0 if r.max_pause is None else r.max_pause,
             )
         )
 

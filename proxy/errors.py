@@ -12,6 +12,7 @@ request pipeline turns any of them into the contract's JSON body and
         ├── Forbidden                403 forbidden
         ├── ProxyAuthRequired        407 proxy_auth_required
         ├── NoRoute                  404 no_route
+        ├── BodyTimeout              408 body_timeout
         ├── BodyTooLarge             413 body_too_large
         ├── RateLimited              429 rate_limited (with Retry-After)
         ├── Overloaded               503 overloaded
@@ -123,6 +124,12 @@ class NoRoute(RequestError):
 
 class ProxyAuthRequired(RequestError):
     status, code = 407, "proxy_auth_required"
+
+
+class BodyTimeout(RequestError):
+    """A client sending its body slower than ``limits.min_upload_rate``, or silent too long."""
+
+    status, code = 408, "body_timeout"
 
 
 class BodyTooLarge(RequestError):

@@ -20,6 +20,7 @@ from proxy.auth import AuthResult, AuthScheme, UpstreamRequest
 if TYPE_CHECKING:
     from proxy.body import SignedBody
     from proxy.runtime import RouteRuntime
+    from proxy.uploads import UploadSlot
 
 
 @dataclass(slots=True)
@@ -91,6 +92,7 @@ class Exchange:
     response: Any = None  # the answer being streamed (proxy.server.respond.Responder)
     body_stalled: bool = False  # the client's upload stalled (not the upstream)
     body: SignedBody | None = None  # a body read whole for signing; closed when the request ends
+    upload: UploadSlot | None = None  # the client's buffering slot (limits.client_uploads)
 
     def fail(self, code: str, message: str) -> None:
         self.error = code

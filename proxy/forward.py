@@ -26,6 +26,7 @@ from proxy.auth import AuthScheme, UpstreamRequest
 from proxy.body import BodySpooler, SignedBody
 from proxy.errors import (
     BadRequest,
+    BodyTimeout,
     BodyTooLarge,
     Forbidden,
     NoRoute,
@@ -45,6 +46,7 @@ from proxy.runtime import RouteRuntime, Runtime
 from proxy.server.gate import upgrade_refusal
 from proxy.server.request import ClientGone, Request
 from proxy.server.respond import ErrorAnswer, Responder, error_answer
+from proxy.uploads import BodyReader, UploadSlot
 from proxy.upstream import RequestBodyFailed, UpstreamError, UpstreamResponse
 
 X_REQUEST_ID = istr("X-Request-Id")
@@ -133,7 +135,9 @@ class ProxyHandler:
                 info.fail(exc.code, exc.message)
                 # the client's body was left half-read: close rather than read it on
                 # and after a malformed request (400), nothing more is read from that client
-                close = isinstance(exc, BodyTooLarge | BadRequest | SpoolFailed) or request.upgrade
+                close = isinstance(exc, BodyTooLarge | BadRequest | SpoolFailed | BodyTimeout)
+                close = close or request.upgrade
+                close = close or (info.upload is not None and info.body is None)  # limits: half-read
                 return error_response(exc, rid, close=close)
             except _Aborted as exc:
                 status = info.status_sent or 502
@@ -146,6 +150,8 @@ class ProxyHandler:
             status = info.status_sent or 499
             raise
         finally:
+            if info.upload is not None:
+                info.upload.leave()  # limits: the client's buffering slot, however it ended
             if info.body is not None:
                 info.body.close()  # a spooled body's file goes, however the request ended
             runtime.release()
@@ -236,9 +242,16 @@ class ProxyHandler:
         expect = has_body and request.expect_continue and request.http11
         if buffered:
             _check_declared_length(request, route)  # before 100-continue: refuse unsent bodies
-            if expect:
-                out.send_continue()
-                expect = False
+        upload = None
+        if buffered and has_body:  # limits: a buffering slot (limits.client_uploads)
+            upload = info.upload = self.runtime.admission.upload_slot(
+                info.client, request.remote, route.name
+            )
+        if buffered and expect:
+            if upload is not None:
+                upload.enter()  # limits: the client waits for our 100: count it (or 429) now
+            out.send_continue()
+            expect = False
 
         body: SignedBody | None = None
         stream = None
@@ -251,7 +264,7 @@ class ProxyHandler:
                     headers,
                     scheme_host=route.origin,
                 )
-                body = await self._read_body(request, route, scheme, head)
+                body = await self._read_body(request, route, scheme, head, upload)
             else:
                 body = SignedBody.from_bytes(b"")
             info.bytes_in = body.size
@@ -301,7 +314,9 @@ class ProxyHandler:
             info.upstream_ms = round(upstream_ms, 3)
             info.upstream_status = upstream.status
             if upstream.status == 429:  # the vendor's quota: pause the route (in the current runtime)
-                await self.runtime.admission.vendor_429(route.name, upstream.header("Retry-After"))
+                await self.runtime.admission.vendor_429(  # limits: pauses the credential used
+                    route.name, info.client, upstream.header("Retry-After")
+                )
             self._latency(route).observe(upstream_ms / 1000)
             if (
                 upstream.status == 401
@@ -309,6 +324,7 @@ class ProxyHandler:
                 and route.retries_401
                 and body is not None
                 and await scheme.on_unauthorized(prepared.result)
+                and await self.runtime.admission.retry_401(info.client, route.name)  # limits
             ):
                 upstream.close()
                 continue
@@ -320,13 +336,16 @@ class ProxyHandler:
         route: RouteRuntime,
         scheme: AuthScheme,
         head: UpstreamRequest,
+        upload: UploadSlot | None = None,
     ) -> SignedBody:
         """Read a body that must be signed whole: memory up to spool_bytes, a private file beyond.
 
         ``head`` is the upstream request without its body: a scheme whose message
         starts with what it holds hashes the body as it arrives. Refuses at
         ``max_body_bytes`` without reading on; the spool is discarded on every
-        way out but success (then ``__call__`` closes the body).
+        way out but success (then ``__call__`` closes the body). ``upload`` (the
+        client's buffering slot, proxy.uploads) sets the minimum rate and the
+        memory budget, and is left once the body is read.
         """
         limit = route.route.max_body_bytes
         spooler = BodySpooler(
@@ -334,13 +353,19 @@ class ProxyHandler:
             route.route.spool_dir,
             scheme.body_digests,
             scheme.body_prefix(head) if scheme.needs_body else None,
+            memory=upload.memory if upload is not None else None,  # limits.body_memory
+        )
+        read = (  # limits: silence and limits.min_upload_rate (408), the slot on first wait (429)
+            upload.reader(request.read, request.read_nowait, request.at_eof)
+            if upload is not None
+            else BodyReader(
+                request.read, silence=self.body_read_timeout, min_rate=0, grace=0, route=route.name
+            )
         )
         try:
             while True:
                 try:
-                    chunk = await asyncio.wait_for(request.read(), self.body_read_timeout)
-                except TimeoutError:
-                    raise _client_timeout(route) from None
+                    chunk = await read()
                 except ClientGone:
                     raise _BodyStalled(
                         "the request body could not be read (client disconnected?)", route=route.name
@@ -357,6 +382,9 @@ class ProxyHandler:
         except BaseException:
             spooler.discard()
             raise
+        finally:
+            if upload is not None:
+                upload.leave()  # limits: buffered, the slot is free
 
     async def _stream_back(
         self,
@@ -490,6 +518,6 @@ def _check_declared_length(request: Request, route: RouteRuntime) -> None:
 
 
 def _client_timeout(route: RouteRuntime) -> RequestError:
-    return _BodyStalled(
-        "the request body stalled (no byte within the body read timeout)", route=route.name
+    return BodyTimeout(
+        "the request body stalled (no byte within limits.body_read_timeout)", route=route.name
     )

@@ -101,6 +101,16 @@ class Metrics:
             registry=r,
             multiprocess_mode="livemin",  # 0 as soon as one worker cannot reach Redis
         )
+        self.uploads_buffering = Gauge(
+            "signet_uploads_buffering",
+            "Request bodies being read for a scheme that buffers them (limits.client_uploads).",
+            registry=r,
+        )
+        self.body_memory = Gauge(
+            "signet_body_memory_bytes",
+            "Bytes of buffered request bodies held in memory (budget: limits.body_memory).",
+            registry=r,
+        )
         self.config_reloads = Counter(
             "signet_config_reloads",
             "Config reloads by outcome (ok, error).",

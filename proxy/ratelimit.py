@@ -5,7 +5,9 @@ theoretical arrival time ``tat``. A limit of ``requests`` per ``per`` has the
 emission interval ``T = per / requests`` and the tolerance ``tau = T * burst``.
 One decision at ``now`` (what every store computes, atomically)::
 
-    tat = max(tat, now, paused_until + tau)   # a vendor pause: nothing before it ends
+    tat = max(tat, now)
+    if paused_until > now:                    # a vendor pause: nothing before it ends
+        tat = max(tat, paused_until + tau)
     wait = tat - tau - now                    # when this request may be sent
     if wait > max_wait + 1e-9: refuse, retry_after = wait (nothing is stored)
     else: store tat + T, admit after sleeping `wait`
@@ -21,6 +23,12 @@ The store is the shared part: :class:`LocalLimitStore` keeps ``tat`` in this
 process (its clock: ``time.monotonic``); a Redis store implements the same
 :class:`LimitStore` protocol with one Lua script per decision (its clock: the
 server's ``TIME``). Keys are ``route:<name>`` and ``client:<name>``.
+
+A vendor pause belongs to the credential that received the 429, not to the
+route (finding: one client's own ``auth_by_client`` account tripping the
+vendor's quota paused everyone). ``take`` names the pause key it honours:
+``route:<name>`` for the route's own ``auth``, ``route:<name>#client:<c>``
+for one ``auth_by_client`` entry; the GCRA budget stays the route's.
 """
 
 from __future__ import annotations
@@ -34,8 +42,10 @@ from email.utils import parsedate_to_datetime
 from typing import Protocol
 
 # A vendor's Retry-After is obeyed up to this long: a buggy or hostile value must
-# not take a route down for days.
+# not take a route down for days. A route's ``max_pause`` (default DEFAULT_MAX_PAUSE)
+# caps it further.
 MAX_VENDOR_PAUSE = 3600.0
+DEFAULT_MAX_PAUSE = 300.0
 
 # Float sums of the interval (tat += T) drift by ulps: a slot due "now" must not be refused for 1e-13 s.
 EPSILON = 1e-9
@@ -56,8 +66,13 @@ ADMIT_NOW = Decision(True, 0.0, 0.0)
 class LimitStore(Protocol):
     """Where GCRA state lives (this process, or Redis for a fleet)."""
 
-    async def take(self, key: str, interval: float, burst: int, max_wait: float) -> Decision:
-        """Reserve the next slot on ``key`` if it can be had within ``max_wait`` seconds."""
+    async def take(
+        self, key: str, interval: float, burst: int, max_wait: float, pause_key: str | None = None
+    ) -> Decision:
+        """Reserve the next slot on ``key`` if it can be had within ``max_wait`` seconds.
+
+        Nothing is admitted while ``pause_key`` (default ``key``) is paused.
+        """
         ...
 
     async def pause(self, key: str, seconds: float) -> None:
@@ -70,7 +85,6 @@ class LimitStore(Protocol):
 @dataclass
 class _KeyState:
     tat: float = 0.0  # theoretical arrival time
-    paused_until: float = 0.0
 
 
 class LocalLimitStore:
@@ -79,8 +93,11 @@ class LocalLimitStore:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._keys: dict[str, _KeyState] = {}
+        self._paused: dict[str, float] = {}  # pause key -> until (one entry per credential)
 
-    def take_now(self, key: str, interval: float, burst: int, max_wait: float) -> Decision:
+    def take_now(
+        self, key: str, interval: float, burst: int, max_wait: float, pause_key: str | None = None
+    ) -> Decision:
         """The synchronous decision (``take`` without the coroutine)."""
         now = self._clock()
         state = self._keys.get(key)
@@ -88,30 +105,45 @@ class LocalLimitStore:
             state = self._keys[key] = _KeyState(tat=now)
         tolerance = interval * burst
         tat = state.tat if state.tat > now else now
-        if state.paused_until + tolerance > tat:  # a vendor pause: nothing before it ends
-            tat = state.paused_until + tolerance
+        paused_until = self._paused.get(key if pause_key is None else pause_key, 0.0)
+        # a vendor pause still running: nothing before it ends, and what queues
+        # behind it leaves T apart; once over, the route's burst is everyone's again
+        if paused_until > now and paused_until + tolerance > tat:
+            tat = paused_until + tolerance
         wait = tat - tolerance - now
         if wait > max_wait + EPSILON:
             return Decision(False, 0.0, wait)
         state.tat = tat + interval
         return ADMIT_NOW if wait <= EPSILON else Decision(True, wait, 0.0)
 
-    async def take(self, key: str, interval: float, burst: int, max_wait: float) -> Decision:
-        return self.take_now(key, interval, burst, max_wait)
+    async def take(
+        self, key: str, interval: float, burst: int, max_wait: float, pause_key: str | None = None
+    ) -> Decision:
+        return self.take_now(key, interval, burst, max_wait, pause_key)
 
     async def pause(self, key: str, seconds: float) -> None:
-        until = self._clock() + seconds
-        state = self._keys.setdefault(key, _KeyState(tat=self._clock()))
-        if until > state.paused_until:
-            state.paused_until = until
+        now = self._clock()
+        until = now + seconds
+        if until > self._paused.get(key, 0.0):
+            self._paused[key] = until
+        for k in [k for k, t in self._paused.items() if t <= now]:  # over: bounded by credentials
+            del self._paused[k]
 
     async def close(self) -> None:
         self._keys.clear()
+        self._paused.clear()
 
 
-def retry_after_header(seconds: float) -> str:
-    """``Retry-After`` in whole seconds, rounded up (never 0 for a refusal)."""
-    return str(max(1, math.ceil(seconds - 1e-9)))
+def retry_after_header(seconds: float, ceiling: float = MAX_VENDOR_PAUSE) -> str:
+    """``Retry-After`` in whole seconds, rounded up (never 0 for a refusal), at most ``ceiling``.
+
+    The ceiling is what the limit itself could ever ask for (see
+    :meth:`proxy.admission.Limit.ceiling`): a store that answers more is wrong,
+    and the client must not be told to go away for years.
+    """
+    if math.isnan(seconds):
+        seconds = ceiling
+    return str(max(1, math.ceil(min(seconds, ceiling) - 1e-9)))
 
 
 def parse_retry_after(value: str | None, now: Callable[[], float] = time.time) -> float | None:

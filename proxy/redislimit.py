@@ -14,6 +14,11 @@ rate). The differences:
   event-loop turn share one pipelined round trip (:class:`ScriptBatcher`);
 - times are whole microseconds (exact in Lua's doubles: ~1.7e15 < 2**53).
 
+A reply the scripts cannot have produced (a wrong type, an integer outside
+what the limit allows, garbage on the wire) is a Redis failure like a lost
+connection: the decision goes to ``on_error`` and is logged and counted, and
+no Retry-After is ever computed from it (:func:`parse_take_reply`).
+
 When Redis cannot answer, :class:`~proxy.state.SharedState` decides: the
 ``fallback`` store (per process; with ``--workers N`` each worker takes
 ``1/N`` of each limit there, as without Redis) under ``on_error: allow``, 503
@@ -25,11 +30,12 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, RedisError
 
+from proxy.clock import SYSTEM_CLOCK, Clock
 from proxy.config import Settings
-from proxy.ratelimit import ADMIT_NOW, Decision, LimitStore, LocalLimitStore
-from proxy.state import REDIS_ERRORS, SharedState
+from proxy.ratelimit import ADMIT_NOW, DEFAULT_MAX_PAUSE, Decision, LimitStore, LocalLimitStore
+from proxy.state import SharedState
 
 US = 1_000_000
 
@@ -46,7 +52,7 @@ local max_wait = tonumber(ARGV[3])
 local tat = tonumber(redis.call('GET', KEYS[1]) or now)
 if tat < now then tat = now end
 local paused = tonumber(redis.call('GET', KEYS[2]) or 0)
-if paused > 0 and paused + tolerance > tat then tat = paused + tolerance end
+if paused > now and paused + tolerance > tat then tat = paused + tolerance end
 local wait = tat - tolerance - now
 if wait < 0 then wait = 0 end
 if wait > max_wait then
@@ -74,6 +80,30 @@ return 1
 
 def _us(seconds: float) -> int:
     return max(0, round(seconds * US))
+
+
+class BadReply(RedisError):
+    """Redis (or something speaking RESP in its place) answered what the script cannot return."""
+
+
+def parse_take_reply(reply: Any, max_wait_us: int, ceiling_us: int) -> Decision:
+    """A GCRA_TAKE reply as a decision; :class:`BadReply` for anything the script cannot return.
+
+    The script returns one integer: a wait in ``[0, max_wait]`` or ``-1 -
+    retry_after`` with ``retry_after`` in ``(max_wait, ceiling]`` (the longest
+    a pause plus the limit's own spacing can ask). Anything else (bytes, an
+    array, a bool, an integer out of that range) is not a decision.
+    """
+    if type(reply) is not int:
+        raise BadReply(f"EVALSHA answered a {type(reply).__name__}, not an integer")
+    if reply >= 0:
+        if reply > max_wait_us + 1:
+            raise BadReply("EVALSHA answered a wait longer than max_wait")
+        return ADMIT_NOW if reply == 0 else Decision(True, reply / US, 0.0)
+    retry_after = -1 - reply
+    if retry_after > ceiling_us:
+        raise BadReply("EVALSHA answered a retry time beyond what the limit allows")
+    return Decision(False, 0.0, retry_after / US)
 
 
 class ScriptBatcher:
@@ -143,42 +173,61 @@ class ScriptBatcher:
 class RedisLimitStore:
     """GCRA decisions made atomically in Redis, at most one round trip each."""
 
-    def __init__(self, state: SharedState, fallback: LimitStore, *, workers: int = 1) -> None:
+    def __init__(
+        self,
+        state: SharedState,
+        fallback: LimitStore,
+        *,
+        workers: int = 1,
+        max_pause: float = DEFAULT_MAX_PAUSE,
+    ) -> None:
         self.state = state
         self.fallback = fallback
         self.workers = max(1, workers)
+        self.max_pause = max_pause  # the longest pause any route may hold: bounds a sane reply
         self._take = ScriptBatcher(state.redis, state.redis.register_script(GCRA_TAKE))
         self._pause = state.redis.register_script(GCRA_PAUSE)
-        self._names: dict[str, list[str]] = {}
+        self._names: dict[tuple[str, str], list[str]] = {}
 
-    def _keys(self, key: str) -> list[str]:
-        """[tat key, pause key]; ``{key}`` is a cluster hash tag (both on one slot)."""
-        keys = self._names.get(key)
-        if keys is None:  # one entry per configured route/client: bounded
-            tag = "{" + key + "}"
-            keys = self._names[key] = [self.state.key("rl", tag, "tat"), self.state.key("rl", tag, "pause")]
+    def _keys(self, key: str, pause_key: str | None = None) -> list[str]:
+        """[tat key, pause key] in one cluster hash tag (both on one slot).
+
+        ``pause_key`` ``route:<r>#client:<c>`` (one credential of the route) is
+        stored as ``rl:{route:<r>}:pause:client:<c>``; ``route:<r>`` itself as
+        ``rl:{route:<r>}:pause``, as before pauses were per credential.
+        """
+        pause_key = key if pause_key is None else pause_key
+        keys = self._names.get((key, pause_key))
+        if keys is None:  # one entry per route/client/credential: bounded
+            base, _, credential = pause_key.partition("#")
+            pause = self.state.key("rl", "{" + base + "}", "pause", *([credential] if credential else []))
+            keys = self._names[(key, pause_key)] = [self._tat(key), pause]
         return keys
 
-    async def take(self, key: str, interval: float, burst: int, max_wait: float) -> Decision:
+    def _tat(self, key: str) -> str:
+        return self.state.key("rl", "{" + key + "}", "tat")
+
+    async def take(
+        self, key: str, interval: float, burst: int, max_wait: float, pause_key: str | None = None
+    ) -> Decision:
         # SharedState.call, inlined: this runs once per rate-limited request
         if self.state.up:
             t = _us(interval)
+            wait_us = _us(max_wait)
+            ceiling = _us(self.max_pause + interval * (burst + 1) + max_wait) + US
             try:
-                reply = int(await self._take.call(self._keys(key), (t, t * max(0, burst), _us(max_wait))))
-            except REDIS_ERRORS as e:
+                reply = await self._take.call(self._keys(key, pause_key), (t, t * max(0, burst), wait_us))
+                return parse_take_reply(reply, wait_us, ceiling)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # any failure to get a sane reply is a Redis error
                 self.state.unavailable("limit", e)
-            else:
-                if reply == 0:
-                    return ADMIT_NOW
-                if reply > 0:
-                    return Decision(True, reply / US, 0.0)
-                return Decision(False, 0.0, (-1 - reply) / US)
         else:
             self.state.unavailable("limit", None)
         # per process now: this worker's share, as without Redis (proxy.admission.worker_share)
         n = self.workers
         share = max(0, (burst + 1) // n - 1) if n > 1 else burst
-        return await self.fallback.take(key, interval * n, share, max_wait)
+        return await self.fallback.take(key, interval * n, share, max_wait, pause_key)
 
     async def pause(self, key: str, seconds: float) -> None:
         """Pause ``key`` fleet-wide; never raises (it runs while relaying a vendor's 429).
@@ -191,16 +240,23 @@ class RedisLimitStore:
             self.state.unavailable("pause", None, deny=False)
             return
         try:
-            await self._pause(keys=self._keys(key)[1:], args=(_us(seconds),))
-        except REDIS_ERRORS as e:
+            await self._pause(keys=self._keys(key.partition("#")[0], key)[1:], args=(_us(seconds),))
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # a bad reply is a Redis error too
             self.state.unavailable("pause", e, deny=False)
 
     async def close(self) -> None:
         await self.fallback.close()
 
 
-def shared_limit_store(state: SharedState | None, settings: Settings) -> LimitStore | None:
+def shared_limit_store(
+    state: SharedState | None, settings: Settings, clock: Clock = SYSTEM_CLOCK
+) -> LimitStore | None:
     """The store for a runtime: Redis when ``state.redis`` is set (None: the local default)."""
     if state is None:
         return None
-    return RedisLimitStore(state, LocalLimitStore(), workers=settings.workers)
+    max_pause = max((r.max_pause for r in settings.routes), default=DEFAULT_MAX_PAUSE)
+    return RedisLimitStore(
+        state, LocalLimitStore(clock.monotonic), workers=settings.workers, max_pause=max_pause
+    )

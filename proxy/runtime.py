@@ -95,13 +95,14 @@ class Runtime:
         # state.redis: limits and OAuth2 tokens shared by the fleet (connected in start)
         self.state: SharedState | None = None
         store = None
-        if settings.state.redis is not None:
+        if settings.state.redis is not None:  # redis and cryptography load only for a fleet
             from proxy.redislimit import shared_limit_store
             from proxy.state import shared_state
 
             self.state = shared_state(settings, metrics, clock)
-            store = shared_limit_store(self.state, settings)
-        self.admission = build_admission(settings, metrics, store)  # allow rules, rate limits
+            store = shared_limit_store(self.state, settings, clock)
+        # allow rules, rate limits
+        self.admission = build_admission(settings, metrics, store, clock.monotonic)
 
     def _pool_for(self, route: Route) -> Pool:
         key = (route.origin, route.tls, route.egress)

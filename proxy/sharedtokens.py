@@ -213,7 +213,7 @@ class SharedTokenCache:
         token = Token(
             access_token=access_token,
             expires_in=remaining,
-            obtained_at=now,
+            obtained_at=now - max(0.0, expires_in - remaining),  # its age counts (401 retries)
             refresh_at=refresh_at,
             expires_at=expires_at,
             status=status,

@@ -49,6 +49,9 @@ MAX_REASON_CHARS = 200
 USER_AGENT = "signet-proxy"
 
 
+# A token this young is not refetched after a 401 (see TokenManager.refetch_worthwhile).
+MIN_AGE_FOR_REFETCH = 30.0
+
 # --------------------------------------------------------------------------- records
 
 
@@ -530,6 +533,19 @@ class TokenManager:
     def peek(self) -> Token | None:
         """The cached, unexpired token, without fetching or refreshing (a successor takes it over)."""
         return self.cache.get(self.key)
+
+    def refetch_worthwhile(self, token: Any) -> bool:
+        """After a 401: is ``token`` old enough that a fresh one might be accepted?
+
+        A token younger than :data:`MIN_AGE_FOR_REFETCH` was just issued: the
+        vendor refusing it says the credentials or the request are wrong, not
+        that the token went stale, so fetching again would only spend the token
+        endpoint's quota (and, with a retry, the vendor's). The 401 is relayed.
+        """
+        obtained = getattr(token, "obtained_at", None)
+        if obtained is None:
+            return False
+        return self.clock.monotonic() - obtained >= MIN_AGE_FOR_REFETCH
 
     def invalidate(self, token: Any) -> bool:
         """Drop ``token`` if it is still the cached one; True when it was dropped."""

@@ -178,8 +178,11 @@ class _BearerTokenScheme(AuthScheme):
         )
 
     async def on_unauthorized(self, result: AuthResult) -> bool:
-        """Drop the token ``result`` carried (if still cached); retrying once is worthwhile."""
-        if result.state is None:
+        """Drop the token ``result`` carried (if still cached); retrying once is worthwhile.
+
+        Not for a token younger than 30 s: the 401 is relayed and the token kept.
+        """
+        if result.state is None or not self.tokens.refetch_worthwhile(result.state):
             return False
         self.tokens.invalidate(result.state)
         return True

@@ -159,16 +159,26 @@ class Request:
             self._gone = True
             self._wake()
 
+    def read_nowait(self) -> bytes:
+        """The body bytes already here, without waiting (b"" when none are)."""
+        chunks = self._chunks
+        if not chunks:
+            return b""
+        data = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
+        chunks.clear()
+        self._buffered = 0
+        self._flow.resume_reading("body")
+        return data
+
+    def at_eof(self) -> bool:
+        """The whole body has arrived and been read."""
+        return self._complete and not self._chunks
+
     async def read(self) -> bytes:
         """The next body bytes; b"" at the end. Raises ClientGone if the client left mid-body."""
         while True:
-            chunks = self._chunks
-            if chunks:
-                data = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
-                chunks.clear()
-                self._buffered = 0
-                self._flow.resume_reading("body")
-                return data
+            if self._chunks:
+                return self.read_nowait()
             if self._complete:
                 return b""
             if self._gone:

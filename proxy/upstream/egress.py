@@ -1,11 +1,17 @@
 """Reaching vendors through an egress (forward) proxy.
 
-- ``http://`` upstreams: the request goes to the proxy in absolute form
-  (``GET http://vendor/path HTTP/1.1``), with ``Proxy-Authorization`` when the
-  proxy URL has credentials;
 - ``https://`` upstreams: a ``CONNECT vendor:443`` tunnel, then TLS to the
   vendor end to end (SNI and verification as without a proxy); the proxy sees
-  only the CONNECT line and its own credentials.
+  only the CONNECT line and its own credentials. The CONNECT target always
+  carries the port, the default one too (RFC 9110 §9.3.6: authority-form).
+- ``http://`` upstreams, proxy URL with credentials: a ``CONNECT vendor:80``
+  tunnel too, with plain HTTP inside it. ``Proxy-Authorization`` then sits in
+  the CONNECT head alone, which the proxy consumes; a request in absolute form
+  would carry it in the same head as the vendor's request, and whether it
+  travels on is up to the proxy (tinyproxy without ``BasicAuth`` forwards it).
+- ``http://`` upstreams, proxy without credentials: absolute form
+  (``GET http://vendor/path HTTP/1.1``): no secret to protect, and it works
+  with proxies that only allow CONNECT to port 443 (Squid's default).
 
 ``env`` mode reads the variables the way curl does: ``https_proxy`` /
 ``HTTPS_PROXY`` for https upstreams, ``http_proxy`` (and, unlike curl,
@@ -136,6 +142,14 @@ def _first(env: Mapping[str, str], *names: str) -> str | None:
 # ------------------------------------------------------------------ CONNECT
 
 
+def authority(host: str, port: int) -> str:
+    """``host:port`` for CONNECT (RFC 9110 §9.3.6), the port always there; IPv6 in brackets."""
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"{host}:{port}"
+
+
+
 class _ConnectReply(asyncio.Protocol):
     """Collects the proxy's answer to CONNECT, up to the end of its head."""
 
@@ -162,11 +176,14 @@ async def open_tunnel(
     proxy: EgressProxy,
     host: str,
     port: int,
-    host_header: str,
-    context: ssl.SSLContext,
+    context: ssl.SSLContext | None,
     factory: Callable[[], asyncio.Protocol],
 ) -> tuple[asyncio.BaseTransport, asyncio.Protocol]:
-    """TCP to the proxy, ``CONNECT host:port``, then TLS to the vendor through the tunnel."""
+    """TCP to the proxy, ``CONNECT host:port``, then TLS to the vendor through the tunnel.
+
+    With ``context`` None the tunnel carries plain HTTP (an ``http://`` vendor
+    behind a proxy with credentials).
+    """
     loop = asyncio.get_running_loop()
     try:
         transport, reply = await loop.create_connection(
@@ -175,7 +192,8 @@ async def open_tunnel(
     except OSError as exc:
         raise ConnectFailed(f"egress proxy {proxy.host}:{proxy.port}: {_os_reason(exc)}") from None
     try:
-        lines = [f"CONNECT {host_header} HTTP/1.1\r\nHost: {host_header}\r\n"]
+        target = authority(host, port)
+        lines = [f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n"]
         if proxy.authorization:
             lines.append(f"Proxy-Authorization: {proxy.authorization}\r\n")
         lines.append("\r\n")
@@ -188,6 +206,10 @@ async def open_tunnel(
         if len(reply.buffer) > len(head):
             raise ConnectFailed("egress proxy sent bytes before the tunnel was set up")
         protocol = factory()
+        if context is None:  # plain HTTP through the tunnel
+            transport.set_protocol(protocol)
+            protocol.connection_made(transport)
+            return transport, protocol
         tls = await loop.start_tls(transport, protocol, context, server_hostname=host)
         if tls is None:
             raise ConnectFailed("TLS handshake through the egress proxy failed", tls=True)

@@ -66,15 +66,14 @@ async def open_direct(
 
 
 def via_proxy(proxy: EgressProxy) -> Opener:
-    """An opener through an egress proxy: CONNECT + TLS for https, plain TCP to it for http."""
+    """An opener through an egress proxy: a CONNECT tunnel (TLS inside for https), or for http
+    without proxy credentials plain TCP to the proxy (absolute form; see proxy.upstream.egress)."""
 
     async def open_via(
         origin: Origin, context: ssl.SSLContext | None, factory: Callable[[], UpstreamConnection]
     ) -> UpstreamConnection:
-        if context is not None:
-            _, tunneled = await open_tunnel(
-                proxy, origin.host, origin.port, origin.host_header, context, factory
-            )
+        if context is not None or proxy.authorization:  # egress: http + credentials tunnel too
+            _, tunneled = await open_tunnel(proxy, origin.host, origin.port, context, factory)
             assert isinstance(tunneled, UpstreamConnection)
             return tunneled
         loop = asyncio.get_running_loop()
@@ -172,8 +171,8 @@ class Pool:
         self.proxy = proxy
         self._host = origin.host_header
         self._opener: Opener = open_direct if proxy is None else via_proxy(proxy)
-        # http through a proxy: absolute-form targets, the proxy's credential in the head
-        self._absolute = proxy is not None and context is None
+        # http through a proxy without credentials: absolute-form targets (with them: CONNECT)
+        self._absolute = proxy is not None and context is None and not proxy.authorization
         self._prefix = f"http://{origin.host_header}" if self._absolute else ""
         self._idle: list[UpstreamConnection] = []
         self._active: set[UpstreamConnection] = set()
@@ -211,11 +210,8 @@ class Pool:
         :meth:`UpstreamConnection.send`); ``on_informational`` receives the
         upstream's other 1xx answers (status, reason, raw headers).
         """
-        if self._absolute:
+        if self._absolute:  # only for a proxy without credentials: nothing secret in this head
             target = self._prefix + target
-            assert self.proxy is not None
-            if self.proxy.authorization:
-                headers = [*headers, ("Proxy-Authorization", self.proxy.authorization)]
         streamed = not (body is None or isinstance(body, bytes))
         expect = expect_continue and streamed
         if expect:

@@ -281,11 +281,11 @@ async def test_no_spool_file_left_after_aborts_errors_stalls_and_shutdown(
         async with session.post(f"{proc.proxy_url}/tc/slow", data=os.urandom(4 * MiB)) as resp:
             assert resp.status == 504, await resp.text()
         wait_no_spool_fds(pid)
-        # a client that stalls mid-body: 400 after body_read_timeout
+        # a client that stalls mid-body: 408 body_timeout after body_read_timeout
         sock = await asyncio.to_thread(start_upload, addr, "/tc/x", 4 * MiB, MiB)
         status = (await asyncio.to_thread(sock.recv, 64)).split(b" ")[1]
         sock.close()
-        assert status == b"400"
+        assert status == b"408"
         wait_no_spool_fds(pid)
         # still serving
         async with session.post(f"{proc.proxy_url}/tc/x", data=os.urandom(2 * MiB)) as resp:

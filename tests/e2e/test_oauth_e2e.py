@@ -9,6 +9,7 @@ from typing import Any
 
 import aiohttp
 
+from proxy.clock import FrozenClock
 from proxy.mock.oauth import OAUTH_STATE, create_app, threeplcentral_app
 from tests.conftest import SUITE_SECRETS, config_text, no_secret_in, secret
 
@@ -96,22 +97,36 @@ async def test_burst_across_expiry_refreshes_once_without_waiting(aiohttp_server
           f"p50 {latencies[n // 2] * 1000:.1f} ms, max {latencies[-1] * 1000:.1f} ms")
 
 
-async def test_upstream_401_refetches_and_retries_with_same_body(aiohttp_server: Any, signet_process: Any) -> None:
-    _, state, p = await start(aiohttp_server, signet_process)
+async def test_upstream_401_refetches_and_retries_with_same_body(aiohttp_server: Any, make_signet: Any) -> None:
+    """In process, with a clock the test moves: only a token 30 s old or more is refetched after a 401."""
+    server = await aiohttp_server(
+        create_app(client_id="cid", client_secret=CLIENT_SECRET, lifetime=3600), host="127.0.0.1"
+    )
+    state = server.app[OAUTH_STATE]
+    clock = FrozenClock()
+    app = await make_signet(config_text([oauth_route(server)]), env={"CS": CLIENT_SECRET}, clock=clock)
     body = json.dumps({"order": 1, "note": "é"}).encode()
     async with aiohttp.ClientSession() as s:
-        async with s.get(p.proxy_url + "/o/warm") as r:
+        async with s.get(app.proxy_url + "/o/warm") as r:
             assert r.status == 200
+        # a token younger than 30 s is not refetched: the 401 is relayed, nothing retried
         state.reject_next_api = 1
-        async with s.post(p.proxy_url + "/o/orders", data=body, headers={"Content-Type": "application/json"}) as r:
+        calls = len(state.api_calls)
+        async with s.post(app.proxy_url + "/o/orders", data=body) as r:
+            assert r.status == 401
+        assert state.token_requests == 1 and len(state.api_calls) == calls + 1
+        clock.advance(30)
+        state.reject_next_api = 1
+        async with s.post(app.proxy_url + "/o/orders", data=body, headers={"Content-Type": "application/json"}) as r:
             assert r.status == 200
         assert state.token_requests == 2
         first, second = state.api_calls[-2], state.api_calls[-1]
         assert first.body == second.body == body
         assert dict(first.headers)["Authorization"] != dict(second.headers)["Authorization"]
         # a second 401 is passed through unchanged
+        clock.advance(30)
         state.reject_next_api = 2
-        async with s.post(p.proxy_url + "/o/orders", data=body) as r:
+        async with s.post(app.proxy_url + "/o/orders", data=body) as r:
             assert r.status == 401
             assert "X-Signet-Error" not in r.headers
     register_issued(state)

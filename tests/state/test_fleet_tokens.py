@@ -58,6 +58,18 @@ async def get_all(session: aiohttp.ClientSession, urls: list[str]) -> list[tuple
     return await asyncio.gather(*(one(u) for u in urls))
 
 
+async def all_issued_expired(state: Any, timeout: float = 20.0) -> None:
+    """Wait until every token the mock issued has expired (Signet then must fetch again).
+
+    Revoking instead would not do: a token younger than 30 s is not refetched
+    after a 401 (the 401 is relayed), and these tokens are seconds old.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < max(state.tokens.values(), default=0.0):
+        assert time.monotonic() < deadline, "issued tokens did not expire"
+        await asyncio.sleep(0.05)
+
+
 def redis_dump(redis_server: RedisServer) -> list[tuple[bytes, bytes]]:
     """Every key and its value (string values; other types as their TYPE)."""
     out = []
@@ -121,13 +133,14 @@ async def test_outage_allow_falls_back_per_process_then_fleet_resumes(
     aiohttp_server: Any, signet_process: Any, redis_server: RedisServer
 ) -> None:
     server, state = await oauth_server(aiohttp_server)
+    state.lifetime = 6.0  # short-lived tokens: each phase below starts once they expired
     fleet = start_fleet(signet_process, fleet_config(server, redis_server.url, "allow"))
     async with aiohttp.ClientSession() as s:
         assert await get_all(s, [p.proxy_url + "/o/warm" for p in fleet]) == [(200, "")] * 2
         assert state.token_requests == 1
 
         redis_server.stop()
-        state.revoke_all()  # both must get a new token, with Redis down
+        await all_issued_expired(state)  # both must get a new token, with Redis down
         statuses = await get_all(s, [p.proxy_url + f"/o/down/{i}" for p in fleet for i in range(20)])
         assert statuses == [(200, "")] * 40
         assert state.token_requests == 3  # one per process: per-process caches
@@ -140,7 +153,7 @@ async def test_outage_allow_falls_back_per_process_then_fleet_resumes(
         redis_server.start()
         for p in fleet:
             p.wait_event("state_recovered", timeout=20)
-        state.revoke_all()
+        await all_issued_expired(state)
         statuses = await get_all(s, [p.proxy_url + f"/o/up/{i}" for p in fleet for i in range(20)])
         assert statuses == [(200, "")] * 40
         assert state.token_requests == 4  # shared again: one request for the fleet

@@ -26,7 +26,9 @@ class RecordingStore:
     def __init__(self) -> None:
         self.calls: list[tuple[str, str]] = []
 
-    async def take(self, key: str, interval: float, burst: int, max_wait: float) -> Decision:
+    async def take(
+        self, key: str, interval: float, burst: int, max_wait: float, pause_key: str | None = None
+    ) -> Decision:
         self.calls.append(("take", key))
         return Decision(True, 0.0, 0.0)
 

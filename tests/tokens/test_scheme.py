@@ -356,21 +356,37 @@ async def test_expired_token_single_refetch(oauth, clock):
 # --------------------------------------------------------------------------- 401 handling
 
 
-async def test_on_unauthorized_drops_token_and_next_apply_fetches(oauth):
+async def test_on_unauthorized_keeps_a_token_younger_than_30s(oauth, clock):
+    """Finding 6 (round 3): a token just issued is not refetched after a 401; the 401 is relayed."""
     _server, state, scheme = await oauth()
     r1 = await scheme.apply(REQ)
+    clock.advance(29.9)
+    assert await scheme.on_unauthorized(r1) is False
+    assert bearer(await scheme.apply(REQ)) == bearer(r1)
+    assert state.token_requests == 1
+    clock.advance(0.1)  # 30 s old: a fresh token may help
+    assert await scheme.on_unauthorized(r1) is True
+    assert bearer(await scheme.apply(REQ)) != bearer(r1)
+    assert state.token_requests == 2
+
+
+async def test_on_unauthorized_drops_token_and_next_apply_fetches(oauth, clock):
+    _server, state, scheme = await oauth()
+    r1 = await scheme.apply(REQ)
+    clock.advance(30)
     assert await scheme.on_unauthorized(r1) is True
     r2 = await scheme.apply(REQ)
     assert bearer(r2) != bearer(r1)
     assert state.token_requests == 2
     # a late 401 for the old token must not drop the new one
+    clock.advance(30)
     assert await scheme.on_unauthorized(r1) is True
     assert bearer(await scheme.apply(REQ)) == bearer(r2)
     assert state.token_requests == 2
     assert await scheme.on_unauthorized(AuthResult()) is False
 
 
-async def test_revoked_token_retry_against_protected_api(oauth):
+async def test_revoked_token_retry_against_protected_api(oauth, clock):
     server, state, scheme = await oauth()
     async with aiohttp.ClientSession() as http:
 
@@ -383,6 +399,7 @@ async def test_revoked_token_retry_against_protected_api(oauth):
         state.revoke_all()
         status, body = await call(r1)
         assert status == 401 and body["error"] == "revoked token"
+        clock.advance(30)  # a younger token would be kept and the 401 relayed
         assert await scheme.on_unauthorized(r1)
         r2 = await scheme.apply(REQ)
         status, body = await call(r2)
@@ -487,7 +504,9 @@ async def test_backoff_is_exponential_capped_and_reset(oauth, clock):
     await scheme.apply(REQ)
     assert scheme.tokens.failures == 0 and not scheme.tokens.in_backoff
     # the next failure starts from the base again
-    await scheme.on_unauthorized(await scheme.apply(REQ))
+    token = await scheme.apply(REQ)
+    clock.advance(30)
+    assert await scheme.on_unauthorized(token)
     state.fail_mode = "down"
     with pytest.raises(TokenError):
         await scheme.apply(REQ)
@@ -539,8 +558,11 @@ async def test_no_secret_or_token_in_errors_or_logs(oauth, clock):
     messages = []
     with capture_logs() as logs:
         r1 = await scheme.apply(REQ)
+        clock.advance(30)
         await scheme.on_unauthorized(r1)
-        await scheme.on_unauthorized(await scheme.apply(REQ))
+        r2 = await scheme.apply(REQ)
+        clock.advance(30)
+        await scheme.on_unauthorized(r2)
         for mode in ("down", "invalid_client", "non_json", "no_token", "slow"):
             state.fail_mode = mode
             clock.advance(31)

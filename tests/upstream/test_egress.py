@@ -102,33 +102,69 @@ async def get(url: str, **kw: Any) -> tuple[int, Any, bytes]:
 
 
 async def test_http_upstream_through_tinyproxy_in_absolute_form(
-    make_signet: Any, upstream: Any, tinyproxy: Tinyproxy
+    make_signet: Any, upstream: Any, tmp_path: Path
 ) -> None:
-    app = await make_signet(
-        config_text(
-            [{"name": "up", "prefix": "/up", "upstream": str(upstream.make_url("/base")),
-              "egress_proxy": tinyproxy.url()}]
+    """A proxy without credentials: absolute form (nothing secret in the head)."""
+    tp = Tinyproxy(tmp_path, auth=False)
+    try:
+        app = await make_signet(
+            config_text(
+                [{"name": "up", "prefix": "/up", "upstream": str(upstream.make_url("/base")),
+                  "egress_proxy": tp.url(creds=False)}]
+            )
         )
-    )
-    for _ in range(2):
-        status, _, _ = await get(app.proxy_url + "/up/a%2Fb?x=1&y=2")
-        assert status == 200
-    seen = upstream.app[STATE].received
-    assert [r.raw_path for r in seen] == ["/base/a%2Fb?x=1&y=2"] * 2
-    for r in seen:  # the credential went to the proxy only
-        assert r.header("Proxy-Authorization") is None
-    assert "GET http://127.0.0.1" in tinyproxy.log.read_text()
+        for _ in range(2):
+            status, _, _ = await get(app.proxy_url + "/up/a%2Fb?x=1&y=2")
+            assert status == 200
+        seen = upstream.app[STATE].received
+        assert [r.raw_path for r in seen] == ["/base/a%2Fb?x=1&y=2"] * 2
+        assert "GET http://127.0.0.1" in tp.log.read_text()
+    finally:
+        tp.stop()
 
 
-async def test_wrong_proxy_credentials_relay_the_proxy_refusal_for_http(
+@pytest.mark.parametrize("checks_auth", [True, False])
+async def test_http_upstream_with_proxy_credentials_goes_through_connect(
+    make_signet: Any, upstream: Any, tmp_path: Path, checks_auth: bool
+) -> None:
+    """Finding 11 (trust round 3): the proxy credential never reaches an http:// vendor.
+
+    In absolute form, tinyproxy without ``BasicAuth`` forwarded ``Proxy-Authorization``
+    to the vendor. Through a CONNECT tunnel it sits in the CONNECT head alone.
+    """
+    tp = Tinyproxy(tmp_path, auth=checks_auth)
+    try:
+        app = await make_signet(
+            config_text(
+                [{"name": "up", "prefix": "/up", "upstream": str(upstream.make_url("/base")),
+                  "egress_proxy": tp.url()}]
+            )
+        )
+        for _ in range(2):
+            status, _, _ = await get(app.proxy_url + "/up/a%2Fb?x=1&y=2")
+            assert status == 200
+        seen = upstream.app[STATE].received
+        assert [r.raw_path for r in seen] == ["/base/a%2Fb?x=1&y=2"] * 2
+        for r in seen:  # the credential went to the proxy only
+            assert r.header("Proxy-Authorization") is None
+        log = tp.log.read_text()
+        assert f"CONNECT 127.0.0.1:{upstream.port}" in log
+        assert log.count("CONNECT 127.0.0.1") == 1, "the tunnel is a pooled keep-alive connection"
+    finally:
+        tp.stop()
+
+
+async def test_wrong_proxy_credentials_are_502_for_http(
     make_signet: Any, upstream: Any, tinyproxy: Tinyproxy
 ) -> None:
     app = await make_signet(
         [{"name": "up", "prefix": "/up", "upstream": str(upstream.make_url("")),
           "egress_proxy": f"http://alice:wrong@127.0.0.1:{tinyproxy.port}"}]
     )
-    status, _, _ = await get(app.proxy_url + "/up/x")
-    assert status in (401, 407) and not upstream.app[STATE].received  # tinyproxy says 401
+    status, headers, body = await get(app.proxy_url + "/up/x")
+    # the CONNECT is refused (tinyproxy says 401): Signet's 502 naming the proxy's answer
+    assert status == 502 and headers["X-Signet-Error"] == "upstream_unreachable"
+    assert b"to CONNECT" in body and not upstream.app[STATE].received
 
 
 async def test_https_upstream_through_tinyproxy_connect_tunnel(
@@ -178,7 +214,7 @@ async def test_sts_calls_for_web_identity_use_the_routes_egress_proxy(
     assert sts.calls == 1 and len(aws.accepted) == 1
     log = tinyproxy.log.read_text()
     assert f"POST http://127.0.0.1:{sts_server.port}/" in log, log[-2000:]
-    assert f"GET http://127.0.0.1:{aws_server.port}/" in log
+    assert f"CONNECT 127.0.0.1:{aws_server.port}" in log  # the route's own request: a tunnel
 
 
 async def test_oauth2_token_requests_use_the_routes_egress_proxy(
@@ -201,7 +237,7 @@ async def test_oauth2_token_requests_use_the_routes_egress_proxy(
     assert status == 200 and state.token_requests == 1
     log = tinyproxy.log.read_text()
     assert "POST http://127.0.0.1" in log and "/oauth/token" in log, log[-2000:]
-    assert "GET http://127.0.0.1" in log
+    assert f"CONNECT 127.0.0.1:{server.port}" in log  # the route's own request: a tunnel
 
 
 # --------------------------------------------------------- failure cases
@@ -238,6 +274,26 @@ async def test_proxy_refusing_connect_is_502(make_signet: Any, status: int, word
     assert head.startswith(b"CONNECT vendor.example:8443 HTTP/1.1\r\n")
     token = base64.b64encode(f"bob:{PROXY_PASS}".encode())
     assert b"Proxy-Authorization: Basic " + token in head
+
+
+async def test_connect_carries_the_default_port(make_signet: Any) -> None:
+    """Finding 11: ``CONNECT vendor.example:443``, never a bare host (RFC 9110 §9.3.6)."""
+    refuser = ConnectServer(403)
+    async with RawUpstream(refuser) as proxy:
+        app = await make_signet(
+            [{"name": "up", "prefix": "/up", "upstream": "https://vendor.example/v1",
+              "egress_proxy": f"http://127.0.0.1:{proxy.port}"},
+             {"name": "plain", "prefix": "/plain", "upstream": "http://vendor.example/v1",
+              "egress_proxy": f"http://bob:{PROXY_PASS}@127.0.0.1:{proxy.port}"}]
+        )
+        assert (await get(app.proxy_url + "/up/x"))[0] == 502
+        assert (await get(app.proxy_url + "/plain/x"))[0] == 502
+    assert refuser.heads[0].startswith(
+        b"CONNECT vendor.example:443 HTTP/1.1\r\nHost: vendor.example:443\r\n"
+    )
+    assert refuser.heads[1].startswith(
+        b"CONNECT vendor.example:80 HTTP/1.1\r\nHost: vendor.example:80\r\n"
+    )
 
 
 async def test_proxy_down_is_502(make_signet: Any) -> None:

@@ -34,6 +34,8 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainValidat
 from yarl import URL
 
 from proxy.auth import SCHEMES, SchemeOptions
+from proxy.auth.aws_firewall import DEFAULT_CLIENT_AMZ_HEADERS, amz_glob_problem
+from proxy.auth.aws_operations import OPERATION, S3_OPERATIONS
 from proxy.auth.base import AuthScheme
 from proxy.errors import ConfigError, ConfigProblem
 from proxy.redisurl import redis_url_problem
@@ -163,6 +165,7 @@ class AllowModel(_Model):
     route: Text
     methods: list[Text] | None = None
     paths: list[Text] | None = None
+    operations: list[Text] | None = None  # AWS operations, e.g. s3:GetObject (aws-sigv4 routes)
 
 
 class ClientModel(_Model):
@@ -182,6 +185,7 @@ class RouteModel(_Model):
     strip_headers: list[Text] = Field(default_factory=list)
     set_headers: dict[str, TextOrSecret] = Field(default_factory=dict)
     forward_client_info: bool = False
+    client_amz_headers: list[Text] | None = None  # aws-sigv4: client x-amz-* headers it may sign
     timeout: RouteTimeoutModel | None = None
     max_body_bytes: int | None = Field(None, ge=0)
     spool_bytes: int | None = Field(None, ge=0)
@@ -279,6 +283,8 @@ class Route:
     spool_bytes: int = 1024 * 1024  # signed bodies larger than this are spooled to disk
     spool_dir: str | None = None  # None: the system temp directory
     egress: EgressProxy | None = None  # resolved (env mode applied); None: direct
+    # aws-sigv4: the client x-amz-* headers signed and sent (globs); any other is refused
+    client_amz_headers: tuple[str, ...] = DEFAULT_CLIENT_AMZ_HEADERS
 
     @property
     def origin(self) -> str:
@@ -306,6 +312,7 @@ class AllowRule:
     route: str
     methods: frozenset[str] | None = None  # upper-case; None: every method
     paths: tuple[str, ...] | None = None  # globs over the path after the prefix; None: every path
+    operations: frozenset[str] | None = None  # AWS operations (service:Name); None: any
 
 
 @dataclass(frozen=True)
@@ -1168,7 +1175,11 @@ def _rate_limit(model: RateLimitModel | None) -> RateLimit | None:
 
 
 def _allow_rules(
-    c: ClientModel, loc: Loc, route_names: list[str], problems: _Problems
+    c: ClientModel,
+    loc: Loc,
+    route_names: list[str],
+    problems: _Problems,
+    aws_services: Mapping[str, str] | None = None,
 ) -> tuple[AllowRule, ...] | None:
     """Validate ``clients[i].allow``: known routes, HTTP method tokens, well-formed globs."""
     from proxy.policy import glob_problem  # policy imports this module's types
@@ -1200,8 +1211,9 @@ def _allow_rules(
             for k, pattern in enumerate(a.paths):
                 if why := glob_problem(pattern):
                     problems.add((*where, "paths", k), why)
+        operations = _operations(a, where, (aws_services or {}).get(a.route), problems)
         rules.append(
-            AllowRule(a.route, methods, tuple(a.paths) if a.paths is not None else None)
+            AllowRule(a.route, methods, tuple(a.paths) if a.paths is not None else None, operations)
         )
     if not rules:
         problems.add((*loc, "allow"), "empty: this client could use nothing (remove the client?)")
@@ -1209,6 +1221,59 @@ def _allow_rules(
 
 
 _METHOD = re.compile(r"[A-Za-z][A-Za-z0-9_-]*\Z")
+
+
+def _operations(
+    a: AllowModel, where: Loc, service: str | None, problems: _Problems
+) -> frozenset[str] | None:
+    """Validate ``allow[j].operations``: ``service:Name`` for the route's own AWS service."""
+    if a.operations is None:
+        return None
+    if not a.operations:
+        problems.add((*where, "operations"), "empty: leave operations out to allow every operation")
+    if service is None:
+        problems.add(
+            (*where, "operations"),
+            f"route {a.route!r} does not sign with aws-sigv4: operations apply to AWS routes only",
+        )
+        return frozenset(a.operations)
+    for k, op in enumerate(a.operations):
+        m = OPERATION.match(op)
+        if m is None:
+            problems.add(
+                (*where, "operations", k),
+                f"not an AWS operation: write service:Operation (e.g. {service}:"
+                f"{'GetObject' if service == 's3' else 'Query'})",
+            )
+        elif m.group(1) != service:
+            problems.add(
+                (*where, "operations", k),
+                f"unknown service prefix {m.group(1)!r}: route {a.route!r} signs for "
+                f"service {service!r} (write {service}:{m.group(2)})",
+            )
+        elif service == "s3" and m.group(2) not in S3_OPERATIONS:
+            hint = _did_you_mean(m.group(2), sorted(S3_OPERATIONS))
+            problems.add(
+                (*where, "operations", k),
+                f"Signet cannot tell the S3 operation {m.group(2)!r} apart{hint} "
+                "(see README: AWS operations)",
+            )
+    return frozenset(a.operations)
+
+
+def _client_amz_headers(r: RouteModel, loc: Loc, aws: bool, problems: _Problems) -> tuple[str, ...]:
+    """Validate ``routes[i].client_amz_headers`` (globs over x-amz-* names, aws-sigv4 routes only)."""
+    if r.client_amz_headers is None:
+        return DEFAULT_CLIENT_AMZ_HEADERS
+    if not aws:
+        problems.add(
+            (*loc, "client_amz_headers"),
+            "only aws-sigv4 routes sign client x-amz-* headers: remove it or change the scheme",
+        )
+    for k, pattern in enumerate(r.client_amz_headers):
+        if why := amz_glob_problem(pattern):
+            problems.add((*loc, "client_amz_headers", k), why)
+    return tuple(p.lower() for p in r.client_amz_headers)
 
 
 def _build_settings(
@@ -1238,6 +1303,7 @@ def _build_settings(
     routes: list[Route] = []
     names: dict[str, int] = {}
     prefixes: dict[str, int] = {}
+    aws_services: dict[str, str] = {}  # aws-sigv4 route name -> its service (operations rules)
     for i, r in enumerate(model.routes):
         loc: Loc = ("routes", i)
         name = r.name or _default_route_name(r.prefix)
@@ -1304,6 +1370,10 @@ def _build_settings(
         if built is None or url is None:
             continue
         scheme_cls, options = built
+        aws = [o for _, o in (built, *by_client.values()) if o.scheme == "aws-sigv4"]
+        amz_headers = _client_amz_headers(r, loc, bool(aws), problems)
+        if aws:
+            aws_services[name] = getattr(aws[0], "service", "")
         routes.append(
             Route(
                 name=name,
@@ -1324,6 +1394,7 @@ def _build_settings(
                 spool_bytes=d.spool_bytes if r.spool_bytes is None else r.spool_bytes,
                 spool_dir=d.spool_dir,
                 egress=egress,
+                client_amz_headers=amz_headers,
             )
         )
 
@@ -1352,7 +1423,7 @@ def _build_settings(
                 if rn not in names:
                     hint = _did_you_mean(rn, list(names))
                     problems.add(("clients", i, "routes", j), f"no route named {rn!r}{hint}")
-            allow = _allow_rules(c, ("clients", i), list(names), problems)
+            allow = _allow_rules(c, ("clients", i), list(names), problems, aws_services)
             if c.rate_limit is not None and c.rate_limit.max_wait is not None:
                 problems.add(
                     ("clients", i, "rate_limit", "max_wait"),

@@ -24,7 +24,7 @@ import aiohttp
 from aiohttp import web
 from multidict import istr
 
-from proxy.auth import AuthScheme, UpstreamRequest
+from proxy.auth import AuthScheme, UpstreamRequest, aws_firewall
 from proxy.body import BodySpooler, SignedBody
 from proxy.errors import (
     BadRequest,
@@ -133,6 +133,10 @@ class ProxyHandler:
                         f"client {client!r} may not use route {route.name!r}", route=route.name
                     )
                 await runtime.admission.admit(client, route.name, request.method, rest)
+                # SigV4 firewall hook: client x-amz-* headers and `operations:` rules (403)
+                aws_firewall.check_request(
+                    runtime.admission, route, client, request.method, rest, query, request.headers
+                )
                 if route.in_flight >= route.route.max_in_flight:
                     raise Overloaded(
                         f"route {route.name!r} has {route.route.max_in_flight} requests in flight",
@@ -282,6 +286,10 @@ class ProxyHandler:
                 body = SignedBody.from_bytes(b"")
             info.bytes_in = body.size
             info.body = body  # closed by __call__
+            # SigV4 firewall hook: a Query API's Action named only in its form body
+            aws_firewall.check_form_body(
+                self.runtime.admission, route, info.client, request.method, rest, query, headers, body
+            )
         elif has_body:
             stream = _count_body(request, self.body_read_timeout, info)
 

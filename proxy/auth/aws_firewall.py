@@ -115,7 +115,7 @@ def check_request(
             f"{', '.join(route.route.client_amz_headers) or 'none'}",
             route=route.name,
         )
-    if scheme.service != "s3" and needs_form(query, headers):
+    if scheme.service != "s3" and needs_form(headers):
         return  # only the form body names the operation: check_form_body decides
     _check_operation(admission, route, client, scheme.service, method, rest, query, headers, None)
 
@@ -132,7 +132,7 @@ def check_form_body(
 ) -> None:
     """The operation check for a Query API call whose ``Action`` is in its form body."""
     scheme = _sigv4(route, client)
-    if scheme is None or scheme.service == "s3" or not needs_form(query, headers):
+    if scheme is None or scheme.service == "s3" or not needs_form(headers):
         return
     form: list[str] | None = None
     if body is not None and not body.spooled and body.size <= MAX_FORM_BYTES:

@@ -239,11 +239,13 @@ def api_operation(
     return name if re.fullmatch(r"[A-Z][A-Za-z0-9]*", name) else None
 
 
-def needs_form(query: str, headers: Mapping[str, str]) -> bool:
-    """True when only a form body can name the operation (read it before deciding)."""
-    if any(k.lower() == "x-amz-target" for k in headers):
-        return False
-    return is_form(headers) and not any(n == "Action" for n, _ in _params(query))
+def needs_form(headers: Mapping[str, str]) -> bool:
+    """True when a form body may name the operation too: decide once it is read.
+
+    Even with ``Action`` in the query or an ``X-Amz-Target``, a form body's
+    ``Action`` must agree: which one a service reads is not ours to guess.
+    """
+    return is_form(headers)
 
 
 def classify(

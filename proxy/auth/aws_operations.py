@@ -47,6 +47,11 @@ _BUCKET_SUB = {
     "accelerate": "BucketAccelerateConfiguration",
     "requestPayment": "BucketRequestPayment",
 }
+# the sub-resources S3 can DELETE (DeleteBucketPolicy, ..., DeletePublicAccessBlock)
+_BUCKET_DELETABLE = frozenset(
+    {"policy", "tagging", "cors", "lifecycle", "website", "encryption", "replication",
+     "publicAccessBlock", "ownershipControls"}
+)
 _BUCKET_GET_ONLY = {
     "location": "GetBucketLocation",
     "versions": "ListObjectVersions",
@@ -80,8 +85,11 @@ def _s3_names() -> frozenset[str]:
         "RestoreObject", "SelectObjectContent",
     }
     names.update(_BUCKET_GET_ONLY.values())
-    for suffix in _BUCKET_SUB.values():
-        names.update({f"Get{suffix}", f"Put{suffix}", f"Delete{suffix}"})
+    for sub, suffix in _BUCKET_SUB.items():
+        names.update({f"Get{suffix}", f"Put{suffix}"})
+        if sub in _BUCKET_DELETABLE and sub != "lifecycle":
+            names.add(f"Delete{suffix}")
+    names.add("DeleteBucketLifecycle")
     for suffix in _OBJECT_SUB.values():
         names.update({f"Get{suffix}", f"Put{suffix}"})
     names.add("DeleteObjectTagging")
@@ -158,8 +166,10 @@ def _s3_bucket_operation(method: str, subs: set[str], params: dict[str, str]) ->
         return "DeleteObjects" if method == "POST" else None
     suffix = _BUCKET_SUB.get(sub)
     verb = {"GET": "Get", "PUT": "Put", "DELETE": "Delete"}.get(method)
-    if suffix is None or verb is None:
+    if suffix is None or verb is None or (verb == "Delete" and sub not in _BUCKET_DELETABLE):
         return None
+    if sub == "lifecycle" and verb == "Delete":
+        return "DeleteBucketLifecycle"  # S3's name: not ...LifecycleConfiguration
     return verb + suffix
 
 
@@ -233,7 +243,7 @@ def api_operation(
             found.add(value.strip().rpartition(".")[2])
     actions = [v for n, v in _params(query) if n == "Action"] + list(form or ())
     found.update(actions)
-    if len(found) != 1 or len(actions) > 1:
+    if len(found) != 1:
         return None
     name = found.pop()
     return name if re.fullmatch(r"[A-Z][A-Za-z0-9]*", name) else None

@@ -34,7 +34,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainValidat
 from yarl import URL
 
 from proxy.auth import SCHEMES, SchemeOptions
-from proxy.auth.aws_firewall import DEFAULT_CLIENT_AMZ_HEADERS, amz_glob_problem
+from proxy.auth.aws_headers import DEFAULT_CLIENT_AMZ_HEADERS, amz_glob_problem
 from proxy.auth.aws_operations import OPERATION, S3_OPERATIONS
 from proxy.auth.base import AuthScheme
 from proxy.errors import ConfigError, ConfigProblem

@@ -132,11 +132,11 @@ class ProxyHandler:
                     raise Forbidden(
                         f"client {client!r} may not use route {route.name!r}", route=route.name
                     )
-                await runtime.admission.admit(client, route.name, request.method, rest)
                 # SigV4 firewall hook: client x-amz-* headers and `operations:` rules (403)
                 aws_firewall.check_request(
                     runtime.admission, route, client, request.method, rest, query, request.headers
                 )
+                await runtime.admission.admit(client, route.name, request.method, rest)
                 if route.in_flight >= route.route.max_in_flight:
                     raise Overloaded(
                         f"route {route.name!r} has {route.route.max_in_flight} requests in flight",

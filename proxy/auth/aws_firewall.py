@@ -21,12 +21,12 @@ that allows its method and path also names its operation. The pipeline calls
 
 from __future__ import annotations
 
-import functools
-import re
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from proxy.auth.aws_headers import amz_header_refused, forbidden_amz_header
 from proxy.auth.aws_operations import classify, form_actions, needs_form
+from proxy.auth.aws_sigv4 import AwsSigV4
 from proxy.errors import Forbidden
 
 if TYPE_CHECKING:
@@ -34,61 +34,11 @@ if TYPE_CHECKING:
     from proxy.body import SignedBody
     from proxy.runtime import RouteRuntime
 
-DEFAULT_CLIENT_AMZ_HEADERS: tuple[str, ...] = (
-    "x-amz-meta-*",
-    "x-amz-checksum-*",
-    "x-amz-storage-class",
-    "x-amz-tagging",
-)
-#: set by the scheme itself; a client's are stripped (never signed, never refused)
-SET_BY_SCHEME = frozenset({"x-amz-date", "x-amz-security-token", "x-amz-content-sha256"})
-_GLOB = re.compile(r"^x-amz-[a-z0-9!#$%&'*+.^_`|~-]*$")
-
 #: form bodies larger than this are not parsed for ``Action`` (Query API calls are small)
 MAX_FORM_BYTES = 1024 * 1024
 
 
-def amz_glob_problem(pattern: str) -> str | None:
-    """Why ``pattern`` is not a usable ``client_amz_headers`` glob, or None."""
-    low = pattern.lower()
-    if not _GLOB.match(low):
-        return (
-            "must be an x-amz-* header name, optionally with '*' "
-            "(e.g. x-amz-meta-*, x-amz-target)"
-        )
-    if low in SET_BY_SCHEME:
-        return f"{pattern} is set by the aws-sigv4 scheme itself (a client's is always stripped)"
-    return None
-
-
-@functools.lru_cache(maxsize=64)
-def _compiled(patterns: tuple[str, ...]) -> re.Pattern[str]:
-    parts = ("[^ ]*".join(re.escape(p) for p in pat.lower().split("*")) for pat in patterns)
-    return re.compile("|".join(f"(?:{p})" for p in parts) or "(?!)")
-
-
-def forbidden_amz_header(headers: Mapping[str, str], patterns: tuple[str, ...]) -> str | None:
-    """The first client ``x-amz-*`` header outside ``patterns`` (as the client spelled it), or None.
-
-    ``_`` counts as ``-`` (many servers merge the two spellings), and an
-    ``x_amz_*`` spelling is never allowed: it would go upstream unsigned.
-    """
-    allowed = _compiled(patterns)
-    for name in headers:
-        low = name.lower()
-        if low[:6] not in ("x-amz-", "x_amz_", "x-amz_", "x_amz-"):
-            continue
-        norm = low.replace("_", "-")
-        if norm in SET_BY_SCHEME:
-            continue
-        if "_" in low or allowed.fullmatch(norm) is None:
-            return name
-    return None
-
-
-def _sigv4(route: RouteRuntime, client: str | None) -> Any:
-    from proxy.auth.aws_sigv4 import AwsSigV4
-
+def _sigv4(route: RouteRuntime, client: str | None) -> AwsSigV4 | None:
     scheme = route.scheme_for(client)
     return scheme if isinstance(scheme, AwsSigV4) else None
 
@@ -106,15 +56,10 @@ def check_request(
     scheme = _sigv4(route, client)
     if scheme is None:
         return
-    name = forbidden_amz_header(headers, route.route.client_amz_headers)
+    name = forbidden_amz_header(headers, route.route.client_amz_headers, route.stripped)
     if name is not None:
         admission.denied(route.name, client or "-")
-        raise Forbidden(
-            f"header {name!r} may not be sent through route {route.name!r}: SigV4 would sign it "
-            f"with the route's key; the route's client_amz_headers allow "
-            f"{', '.join(route.route.client_amz_headers) or 'none'}",
-            route=route.name,
-        )
+        raise amz_header_refused(name, route.name, route.route.client_amz_headers)
     if scheme.service != "s3" and needs_form(headers):
         return  # only the form body names the operation: check_form_body decides
     _check_operation(admission, route, client, scheme.service, method, rest, query, headers, None)

@@ -49,6 +49,7 @@ from urllib.parse import quote, unquote_to_bytes
 from pydantic import field_validator, model_validator
 from yarl import URL
 
+from proxy.auth.aws_headers import amz_header_refused, forbidden_amz_header
 from proxy.auth.base import AuthResult, AuthScheme, SchemeContext, SchemeOptions, UpstreamRequest
 from proxy.auth.registry import register
 from proxy.body import body_digest
@@ -400,6 +401,10 @@ class AwsSigV4(AuthScheme):
         return host
 
     def sign(self, request: UpstreamRequest, credentials: AwsCredentials, now: float) -> AuthResult:
+        allowed = self.context.client_amz_headers
+        if allowed is not None and (name := forbidden_amz_header(request.headers, allowed)) is not None:
+            # the pipeline refused it before the body was read; this holds on any path to the signer
+            raise amz_header_refused(name, self.context.route, allowed)
         path, query = sent_path(request.path), sent_query(request.query)
         if path != request.path or query != request.query:
             # sign and send the canonical encoding: what is signed is what is sent

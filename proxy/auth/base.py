@@ -108,6 +108,8 @@ class SchemeContext:
     egress: Any = None  # proxy.upstream.egress.EgressProxy | None: the route's egress proxy
     metrics: Any = None  # proxy.metrics.Metrics | None
     state: Any = None  # proxy.state.SharedState | None: Redis shared across processes
+    # aws-sigv4: the x-amz-* header globs it may sign besides its own (None: no rule, e.g. `signet sign`)
+    client_amz_headers: tuple[str, ...] | None = None
 
 
 class AuthScheme:

@@ -339,3 +339,38 @@ async def test_non_utf8_signed_header_value_is_400_not_500(
     # valid UTF-8 in a signed value is signed as UTF-8 and verifies
     resp = await raw_exchange(port, request("PUT", "/s3/b/k", "x-amz-meta-a: été".encode(), body=b"x"))
     assert resp.status == 200, resp.raw[:300]
+
+
+async def test_the_scheme_itself_refuses_what_the_route_does_not_list() -> None:
+    """Defence in depth: whatever path reaches the signer, it never signs an unlisted x-amz-* header."""
+    from multidict import CIMultiDict
+
+    from proxy.auth import SchemeContext, UpstreamRequest
+    from proxy.auth.aws_sigv4 import AwsSigV4, AwsSigV4Options
+    from proxy.errors import Forbidden
+
+    options = AwsSigV4Options(
+        scheme="aws-sigv4", region="eu-west-1", service="s3", access_key_id=AK, secret_access_key=SK
+    )
+    guarded = AwsSigV4(options, SchemeContext(route="s3", client_amz_headers=("x-amz-meta-*",)))
+    for name in ("x-amz-acl", "X-Amz-Copy-Source", "x_amz_meta_a"):
+        req = UpstreamRequest("PUT", "/b/k", "", CIMultiDict([(name, "v")]), b"", "http://127.0.0.1:9")
+        with pytest.raises(Forbidden) as info:
+            await guarded.apply(req)
+        assert repr(name) in info.value.message
+    ok = UpstreamRequest("PUT", "/b/k", "", CIMultiDict([("X-Amz-Meta-A", "v")]), b"", "http://127.0.0.1:9")
+    assert "x-amz-meta-a" in (await guarded.apply(ok)).headers["Authorization"]
+
+
+async def test_operator_set_headers_are_signed_and_not_refused(
+    make_signet: Any, raw_upstream: RawUpstream
+) -> None:
+    route = aws_route(raw_upstream, set_headers={"x-amz-storage-class": "GLACIER", "X-Amz-Acl": "private"})
+    port = await start(make_signet, [route])
+    resp = await raw_exchange(port, request("PUT", "/s3/b/k", body=b"x"))
+    assert resp.status == 200, resp.raw[:300]
+    got = raw_upstream.received[-1]
+    assert got.header("x-amz-acl") == ["private"] and "x-amz-acl" in got.header("Authorization")[0]
+    assert verifies(got)
+    # a client cannot send it itself
+    await refused(port, raw_upstream, request("PUT", "/s3/b/k", b"x-amz-acl: public-read", body=b"x"))

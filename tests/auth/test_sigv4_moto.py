@@ -12,8 +12,10 @@ a success. Clients are real: curl, and boto3 without credentials
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -72,6 +74,19 @@ def _s3(moto: Moto, secret_key: str, access_key: str | None = None) -> Any:
     )
 
 
+@contextlib.contextmanager
+def _quiet_botocore() -> Iterator[None]:
+    loggers = [logging.getLogger(n) for n in ("botocore", "boto3", "urllib3")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+
+
 @pytest.fixture(scope="session")
 def moto() -> Iterator[Moto]:
     port = free_port()
@@ -96,10 +111,11 @@ def moto() -> Iterator[Moto]:
             aws_access_key_id="AKIDMOTOSETUP0000000",
             aws_secret_access_key="unused-before-auth-starts",
         )
-        iam.create_user(UserName="signet")
-        key = iam.create_access_key(UserName="signet")["AccessKey"]
-        policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}
-        iam.put_user_policy(UserName="signet", PolicyName="s3", PolicyDocument=json.dumps(policy))
+        with _quiet_botocore():  # its debug log would print the new secret key (the suite logs at debug)
+            iam.create_user(UserName="signet")
+            key = iam.create_access_key(UserName="signet")["AccessKey"]
+            policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}
+            iam.put_user_policy(UserName="signet", PolicyName="s3", PolicyDocument=json.dumps(policy))
         yield Moto(endpoint, key["AccessKeyId"], secret(key["SecretAccessKey"]))
     finally:
         proc.kill()

@@ -374,3 +374,30 @@ async def test_operator_set_headers_are_signed_and_not_refused(
     assert verifies(got)
     # a client cannot send it itself
     await refused(port, raw_upstream, request("PUT", "/s3/b/k", b"x-amz-acl: public-read", body=b"x"))
+
+
+def test_signet_check_shows_the_header_list_and_operations() -> None:
+    from proxy.admission import check_lines
+
+    settings = load_config_text(
+        textwrap.dedent(
+            """
+            listen: 127.0.0.1:0
+            clients:
+              - name: uploader
+                token: aaaaaaaaaaaaaaaaaaaaaaaa
+                allow: [{route: s3, paths: ["/uploads/**"], operations: [s3:PutObject]}]
+            routes:
+              - name: s3
+                prefix: /s3
+                upstream: http://127.0.0.1:9
+                client_amz_headers: [X-Amz-Meta-*]
+                auth: {scheme: aws-sigv4, region: eu-west-1, service: s3,
+                       access_key_id: AKIAX, secret_access_key: abcdefgh}
+            """
+        ),
+        env={},
+    )
+    lines = check_lines(settings)
+    assert "route s3: client x-amz-* headers signed only if x-amz-meta-*" in lines
+    assert "client uploader: allow[0]: s3 any method /uploads/** operations s3:PutObject" in lines

@@ -109,10 +109,13 @@ def _params(raw_query: str) -> list[tuple[str, str]]:
     return out
 
 
+_VIRTUAL_HOST = re.compile(r"^.+\.s3[.-]([a-z0-9-]+\.)*amazonaws\.com(\.cn)?$")
+
+
 def _is_virtual_host(host: str) -> bool:
-    """``bucket.s3.amazonaws.com`` / ``bucket.s3.us-east-1.amazonaws.com``: the path is the key."""
-    head, _, rest = host.partition(".")
-    return bool(head) and rest.startswith(("s3.", "s3-")) and rest.endswith(".amazonaws.com")
+    """``bucket.s3.amazonaws.com``, ``my.bucket.s3.eu-west-1.amazonaws.com``,
+    ``bucket.s3-accelerate.amazonaws.com``...: the bucket is in the host, the path is the key."""
+    return _VIRTUAL_HOST.match(host.lower()) is not None
 
 
 def s3_operation(
@@ -129,6 +132,8 @@ def s3_operation(
     else:
         bucket = segments[0] if segments else ""
         key = "/".join(segments[1:])
+        if "%" in bucket:
+            return None  # no bucket name has one; %2F may split it into bucket and key upstream
     params = _params(query)
     names = [n for n, _ in params]
     if len(set(names)) != len(names):
@@ -223,7 +228,7 @@ def form_actions(body: bytes) -> list[str]:
     out = []
     for part in body.split(b"&"):
         name, _, value = part.partition(b"=")
-        if unquote_plus(name.decode("latin-1")) == "Action":
+        if unquote_plus(name.decode("latin-1")).lower() == "action":
             out.append(unquote_plus(value.decode("utf-8", "replace")))
     return out
 
@@ -241,7 +246,8 @@ def api_operation(
     for name, value in headers.items():
         if name.lower() == "x-amz-target":
             found.add(value.strip().rpartition(".")[2])
-    actions = [v for n, v in _params(query) if n == "Action"] + list(form or ())
+    # any spelling of the name counts: which one a service reads is not ours to guess
+    actions = [v for n, v in _params(query) if n.lower() == "action"] + list(form or ())
     found.update(actions)
     if len(found) != 1:
         return None

@@ -155,6 +155,13 @@ def test_virtual_hosted_bucket_endpoint_reads_the_path_as_the_key() -> None:
     assert classify("s3", "GET", "/", "list-type=2", {}, host=host) == "s3:ListObjectsV2"
     assert classify("s3", "GET", "/reports/a.csv", "", {}, host="127.0.0.1") == "s3:GetObject"
     assert classify("s3", "GET", "/reports", "", {}, host="127.0.0.1") == "s3:ListObjects"
+    for host in ("my.dotted.bucket.s3.eu-west-1.amazonaws.com", "b.s3-accelerate.amazonaws.com",
+                 "b.s3.dualstack.us-east-1.amazonaws.com", "b.s3.cn-north-1.amazonaws.com.cn"):
+        assert classify("s3", "DELETE", "/x", "", {}, host=host) == "s3:DeleteObject", host
+    for host in ("s3.amazonaws.com", "s3.eu-west-1.amazonaws.com", "minio.internal"):
+        assert classify("s3", "DELETE", "/x", "", {}, host=host) == "s3:DeleteBucket", host
+    # an encoded separator in the bucket segment: bucket or key is the server's call, so none
+    assert classify("s3", "DELETE", "/bkt%2Fkey", "", {}) is None
 
 
 def test_api_operation_sources_must_agree() -> None:
@@ -168,6 +175,8 @@ def test_api_operation_sources_must_agree() -> None:
     assert classify("sqs", "POST", "/", "Action=lower", {}) is None
     assert classify("lambda", "POST", "/2015-03-31/functions/f/invocations", "", {}) is None
     assert form_actions(b"Version=1&Action=Send%4Dessage&x=%FF") == ["SendMessage"]
+    assert classify("sqs", "GET", "/", "Action=SendMessage&action=DeleteQueue", {}) is None
+    assert form_actions(b"ACTION=DeleteQueue") == ["DeleteQueue"]
 
 
 def test_every_s3_name_signet_accepts_is_a_real_s3_operation() -> None:

@@ -116,7 +116,9 @@ def moto() -> Iterator[Moto]:
             key = iam.create_access_key(UserName="signet")["AccessKey"]
             policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}
             iam.put_user_policy(UserName="signet", PolicyName="s3", PolicyDocument=json.dumps(policy))
-        yield Moto(endpoint, key["AccessKeyId"], secret(key["SecretAccessKey"]))
+        found = Moto(endpoint, key["AccessKeyId"], secret(key["SecretAccessKey"]))
+        _assert_refuses_a_wrong_key(found)  # before any test may rely on a success
+        yield found
     finally:
         proc.kill()
         proc.wait(10)
@@ -124,6 +126,10 @@ def moto() -> Iterator[Moto]:
 
 
 def test_moto_refuses_a_wrong_key(moto: Moto) -> None:
+    _assert_refuses_a_wrong_key(moto)
+
+
+def _assert_refuses_a_wrong_key(moto: Moto) -> None:
     with pytest.raises(ClientError) as info:
         _s3(moto, "not-the-secret-" + "x" * 25).list_buckets()
     assert info.value.response["Error"]["Code"] == "SignatureDoesNotMatch"

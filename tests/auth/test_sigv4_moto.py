@@ -5,7 +5,7 @@ every request with IAM once its first ``INITIAL_NO_AUTH_ACTION_COUNT`` actions
 are spent, and it rebuilds the canonical request from the bytes it receives:
 a request verifies only when what Signet sent is exactly what it signed. The
 fixture spends those actions creating an IAM user, its access key and an
-``s3:*`` policy, then proves a wrong key is refused before any test relies on
+``s3:*`` + ``dynamodb:*`` policy, then proves a wrong key is refused before any test relies on
 a success. Clients are real: curl, and boto3 without credentials
 (``botocore.UNSIGNED``) pointed at Signet's route.
 """
@@ -114,7 +114,7 @@ def moto() -> Iterator[Moto]:
         with _quiet_botocore():  # its debug log would print the new secret key (the suite logs at debug)
             iam.create_user(UserName="signet")
             key = iam.create_access_key(UserName="signet")["AccessKey"]
-            policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}
+            policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": ["s3:*", "dynamodb:*"], "Resource": "*"}]}
             iam.put_user_policy(UserName="signet", PolicyName="s3", PolicyDocument=json.dumps(policy))
         found = Moto(endpoint, key["AccessKeyId"], secret(key["SecretAccessKey"]))
         _assert_refuses_a_wrong_key(found)  # before any test may rely on a success
@@ -267,3 +267,69 @@ def test_curl_through_signet_with_raw_and_encoded_characters(signet_s3: str, tmp
 
 def _keys(xml: bytes) -> list[bytes]:
     return [part.split(b"</Key>")[0] for part in xml.split(b"<Key>")[1:]]
+
+
+ADMIN_TOKEN = secret("moto-admin-client-token-1a2b3c4d")
+READER_TOKEN = secret("moto-reader-client-token-5e6f7a8b")
+
+
+def _dynamodb_via(url: str, token: str) -> Any:
+    client = boto3.client(
+        "dynamodb",
+        endpoint_url=url,
+        region_name=REGION,
+        config=Config(signature_version=botocore.UNSIGNED, retries={"max_attempts": 1}),
+    )
+
+    def add_token(request: Any, **_: Any) -> None:
+        request.headers["X-Signet-Token"] = token
+
+    client.meta.events.register("before-send", add_token)
+    return client
+
+
+def test_dynamodb_operations_rule_through_signet(moto: Moto, signet_process: Any) -> None:
+    """X-Amz-Target names the operation: a reader limited to Query cannot PutItem or DeleteTable."""
+    route = {
+        "name": "dynamodb",
+        "prefix": "/dynamodb",
+        "upstream": moto.endpoint,
+        "client_amz_headers": ["x-amz-target"],
+        "auth": {
+            "scheme": "aws-sigv4",
+            "region": REGION,
+            "service": "dynamodb",
+            "access_key_id": moto.access_key_id,
+            "secret_access_key": "${MOTO_SECRET}",
+        },
+    }
+    clients = [
+        {"name": "admin", "token": "${ADMIN}"},
+        {"name": "reader", "token": "${READER}",
+         "allow": [{"route": "dynamodb", "operations": ["dynamodb:Query", "dynamodb:DescribeTable"]}]},
+    ]
+    env = {"MOTO_SECRET": moto.secret_access_key, "ADMIN": ADMIN_TOKEN, "READER": READER_TOKEN}
+    p = signet_process(config_text([route], clients=clients), env=env)
+    url = str(p.proxy_url) + "/dynamodb"
+    admin, reader = _dynamodb_via(url, ADMIN_TOKEN), _dynamodb_via(url, READER_TOKEN)
+    admin.create_table(
+        TableName="orders",
+        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    admin.put_item(TableName="orders", Item={"id": {"S": "a+b (1)/é"}, "n": {"N": "1"}})
+    query = {"TableName": "orders", "KeyConditionExpression": "id = :v",
+             "ExpressionAttributeValues": {":v": {"S": "a+b (1)/é"}}}
+    assert reader.query(**query)["Count"] == 1
+    assert reader.describe_table(TableName="orders")["Table"]["TableName"] == "orders"
+    for call in (
+        lambda: reader.put_item(TableName="orders", Item={"id": {"S": "x"}}),
+        lambda: reader.delete_table(TableName="orders"),
+    ):
+        with pytest.raises(ClientError) as info:
+            call()
+        assert info.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+        assert info.value.response["ResponseMetadata"]["HTTPHeaders"]["x-signet-error"] == "forbidden"
+    assert admin.scan(TableName="orders")["Count"] == 1  # nothing the reader tried reached moto
+    admin.delete_table(TableName="orders")

@@ -6,15 +6,16 @@ bucket the key can read, ``x-amz-acl`` and ``x-amz-grant-*`` publish an
 object, ``x-amz-website-redirect-location`` plants a redirect. A path and
 method rule cannot see any of that, so a client's ``x-amz-*`` header is
 signed and sent only when the route lists it in ``client_amz_headers``
-(globs, case-insensitive; :data:`DEFAULT_CLIENT_AMZ_HEADERS` by default);
-any other is ``403 forbidden`` naming the header, before a byte of the body
-is read. The headers the scheme sets itself (:data:`SET_BY_SCHEME`) are
-stripped from the client as always and never refused.
+(globs, case-insensitive; see :mod:`proxy.auth.aws_headers`); any other is
+``403 forbidden`` naming the header, before a byte of the body is read. The
+headers the scheme sets itself are stripped from the client as always and
+never refused.
 
 Rules may also name operations (``operations: [s3:GetObject]``): the request
 is classified by :mod:`proxy.auth.aws_operations` and refused unless a rule
 that allows its method and path also names its operation. The pipeline calls
-:func:`check_request` once routing and admission are done, and
+:func:`check_request` once the route and client are known, before
+admission (a refused request takes no rate-limit slot), and
 :func:`check_form_body` after a body is read, for Query APIs whose
 ``Action`` only a form body names.
 """

@@ -401,3 +401,16 @@ def test_signet_check_shows_the_header_list_and_operations() -> None:
     lines = check_lines(settings)
     assert "route s3: client x-amz-* headers signed only if x-amz-meta-*" in lines
     assert "client uploader: allow[0]: s3 any method /uploads/** operations s3:PutObject" in lines
+
+
+async def test_refused_before_the_body_is_read(make_signet: Any, raw_upstream: RawUpstream) -> None:
+    """A client waiting for 100-continue gets the 403 instead: no body byte is read or sent."""
+    port = await start(make_signet, [aws_route(raw_upstream)])
+    head = (
+        b"PUT /s3/b/k HTTP/1.1\r\nHost: signet\r\nx-amz-acl: public-read\r\n"
+        b"Expect: 100-continue\r\nContent-Length: 1048576\r\n\r\n"
+    )
+    resp = await raw_exchange(port, head, timeout=5, linger=0.2)  # the body is never sent
+    assert resp.status == 403, resp.raw[:300]
+    assert b"100 Continue" not in resp.raw
+    assert raw_upstream.received == []

@@ -286,12 +286,12 @@ class ProxyHandler:
                 body = SignedBody.from_bytes(b"")
             info.bytes_in = body.size
             info.body = body  # closed by __call__
-            # SigV4 firewall hook: a Query API's Action named only in its form body
-            aws_firewall.check_form_body(
-                self.runtime.admission, route, info.client, request.method, rest, query, headers, body
-            )
         elif has_body:
             stream = _count_body(request, self.body_read_timeout, info)
+        # SigV4 firewall hook: a Query API's Action in a form body (None: streamed, unreadable)
+        aws_firewall.check_form_body(
+            self.runtime.admission, route, info.client, request.method, rest, query, headers, body
+        )
 
         length = request.content_length if stream is not None else None
         if body is not None:

@@ -76,14 +76,20 @@ def check_form_body(
     headers: Mapping[str, str],
     body: SignedBody | None,
 ) -> None:
-    """The operation check for a Query API call whose ``Action`` is in its form body."""
+    """The operation check for a Query API call whose ``Action`` may be in its form body.
+
+    ``body`` is the body read whole, or None when it streams upstream unread
+    (``payload: unsigned``): then nothing says what it names, and a rule that
+    names operations refuses it.
+    """
     scheme = _sigv4(route, client)
     if scheme is None or scheme.service == "s3" or not needs_form(headers):
         return
-    form: list[str] | None = None
-    if body is not None and not body.spooled and body.size <= MAX_FORM_BYTES:
-        form = form_actions(body.data)
-    _check_operation(admission, route, client, scheme.service, method, rest, query, headers, form)
+    readable = body is not None and not body.spooled and body.size <= MAX_FORM_BYTES
+    form = form_actions(body.data) if body is not None and readable else None
+    _check_operation(
+        admission, route, client, scheme.service, method, rest, query, headers, form, readable
+    )
 
 
 def _check_operation(
@@ -96,13 +102,14 @@ def _check_operation(
     query: str,
     headers: Mapping[str, str],
     form: list[str] | None,
+    readable: bool = True,
 ) -> None:
     if client is None:
         return
     policy = admission.policies.get(client)
     if policy is None or not policy.names_operations(route.name):
         return
-    operation = classify(
+    operation = None if not readable else classify(
         service,
         method,
         route.upstream_path(rest),

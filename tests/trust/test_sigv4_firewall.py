@@ -414,3 +414,15 @@ async def test_refused_before_the_body_is_read(make_signet: Any, raw_upstream: R
     assert resp.status == 403, resp.raw[:300]
     assert b"100 Continue" not in resp.raw
     assert raw_upstream.received == []
+
+
+async def test_a_streamed_form_body_cannot_be_classified(make_signet: Any, raw_upstream: RawUpstream) -> None:
+    """payload: unsigned streams the body unread: a form's Action is unknown, so an operations rule refuses."""
+    sns = aws_route(raw_upstream, "sns")
+    sns["auth"]["payload"] = "unsigned"
+    port = await start(make_signet, [sns], clients=clients({"route": "sns", "operations": ["sns:Publish"]}))
+    form = b"Content-Type: application/x-www-form-urlencoded"
+    await refused(port, raw_upstream, request("POST", "/sns/?Action=Publish", form, body=b"Action=DeleteTopic"))
+    await refused(port, raw_upstream, request("POST", "/sns/", form, body=b"Action=Publish"))
+    resp = await raw_exchange(port, request("POST", "/sns/?Action=Publish", body=b"{}"))  # not a form
+    assert resp.status == 200, resp.raw[:300]

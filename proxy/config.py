@@ -1179,7 +1179,7 @@ def _allow_rules(
     loc: Loc,
     route_names: list[str],
     problems: _Problems,
-    aws_services: Mapping[str, str] | None = None,
+    aws_services: Mapping[str, Mapping[str | None, str | None]] | None = None,
 ) -> tuple[AllowRule, ...] | None:
     """Validate ``clients[i].allow``: known routes, HTTP method tokens, well-formed globs."""
     from proxy.policy import glob_problem  # policy imports this module's types
@@ -1211,7 +1211,9 @@ def _allow_rules(
             for k, pattern in enumerate(a.paths):
                 if why := glob_problem(pattern):
                     problems.add((*where, "paths", k), why)
-        operations = _operations(a, where, (aws_services or {}).get(a.route), problems)
+        # the service this client's requests on the route are signed for (auth_by_client or auth)
+        by_client = (aws_services or {}).get(a.route, {})
+        operations = _operations(a, where, by_client.get(c.name, by_client.get(None)), problems)
         rules.append(
             AllowRule(a.route, methods, tuple(a.paths) if a.paths is not None else None, operations)
         )
@@ -1303,7 +1305,8 @@ def _build_settings(
     routes: list[Route] = []
     names: dict[str, int] = {}
     prefixes: dict[str, int] = {}
-    aws_services: dict[str, str] = {}  # aws-sigv4 route name -> its service (operations rules)
+    # route name -> {client name (None: the route's auth) -> its aws-sigv4 service, or None}
+    aws_services: dict[str, dict[str | None, str | None]] = {}
     for i, r in enumerate(model.routes):
         loc: Loc = ("routes", i)
         name = r.name or _default_route_name(r.prefix)
@@ -1370,10 +1373,13 @@ def _build_settings(
         if built is None or url is None:
             continue
         scheme_cls, options = built
-        aws = [o for _, o in (built, *by_client.values()) if o.scheme == "aws-sigv4"]
-        amz_headers = _client_amz_headers(r, loc, bool(aws), problems)
-        if aws:
-            aws_services[name] = getattr(aws[0], "service", "")
+        signers: dict[str | None, SchemeOptions] = {None: options}
+        signers.update((k, o) for k, (_, o) in by_client.items())
+        aws_services[name] = {
+            k: getattr(o, "service", None) if o.scheme == "aws-sigv4" else None
+            for k, o in signers.items()
+        }
+        amz_headers = _client_amz_headers(r, loc, any(aws_services[name].values()), problems)
         routes.append(
             Route(
                 name=name,

@@ -426,3 +426,28 @@ async def test_a_streamed_form_body_cannot_be_classified(make_signet: Any, raw_u
     await refused(port, raw_upstream, request("POST", "/sns/", form, body=b"Action=Publish"))
     resp = await raw_exchange(port, request("POST", "/sns/?Action=Publish", body=b"{}"))  # not a form
     assert resp.status == 200, resp.raw[:300]
+
+
+def test_operations_need_the_clients_own_signer_to_be_aws() -> None:
+    """With auth_by_client, the rule's client must itself be signed with aws-sigv4 on that route."""
+    found = config_problems(
+        """
+        listen: 127.0.0.1:0
+        clients:
+          - name: team-a
+            token: aaaaaaaaaaaaaaaaaaaaaaaa
+            allow: [{route: mixed, operations: [s3:GetObject]}]
+          - name: team-b
+            token: bbbbbbbbbbbbbbbbbbbbbbbb
+            allow: [{route: mixed, operations: [s3:GetObject]}]
+        routes:
+          - name: mixed
+            prefix: /mixed
+            upstream: http://127.0.0.1:9
+            auth: {scheme: bearer, token: abcdefgh}
+            auth_by_client:
+              team-b: {scheme: aws-sigv4, region: eu-west-1, service: s3,
+                       access_key_id: AKIAX, secret_access_key: abcdefgh}
+        """
+    )
+    assert len(found) == 1 and "clients[0].allow[0].operations" in found[0], found

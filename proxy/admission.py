@@ -330,6 +330,9 @@ def check_lines(settings: Settings) -> list[str]:
     for r in settings.routes:
         if r.rate_limit is not None:
             lines.append(f"route {r.name}: rate_limit {r.rate_limit.describe()}")
+        if r.auth.scheme == "aws-sigv4":  # the SigV4 firewall (proxy/auth/aws_firewall.py)
+            amz = ", ".join(r.client_amz_headers) or "none"
+            lines.append(f"route {r.name}: client x-amz-* headers signed only if {amz}")
     for c in settings.clients or ():
         if c.allow is not None:
             policy = ClientPolicy(c.name, c.allow)

@@ -34,6 +34,8 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainValidat
 from yarl import URL
 
 from proxy.auth import SCHEMES, SchemeOptions
+from proxy.auth.aws_headers import DEFAULT_CLIENT_AMZ_HEADERS, amz_glob_problem
+from proxy.auth.aws_operations import OPERATION, S3_OPERATIONS
 from proxy.auth.base import AuthScheme
 from proxy.errors import ConfigError, ConfigProblem
 from proxy.listen_tls import CertMatch, ListenTLS, listen_tls_problems
@@ -340,6 +342,13 @@ class AllowModel(_Model):
             "default every path."
         ),
     )
+    operations: list[Text] | None = Field(
+        None,
+        description=(
+            "aws-sigv4 routes: AWS operations allowed, as service:Operation (s3:GetObject, dynamodb:Query); "
+            "default every operation."
+        ),
+    )
 
 
 class ClientCertModel(_Model):
@@ -440,6 +449,13 @@ class RouteModel(_Model):
         description=(
             "Set X-Forwarded-For/-Proto/-Host, X-Real-IP and Forwarded to what Signet saw, replacing any the"
             " client sent."
+        ),
+    )
+    client_amz_headers: list[Text] | None = Field(
+        None,
+        description=(
+            "aws-sigv4 routes: the client x-amz-* headers signed and sent (globs, case-insensitive); any"
+            " other is 403. Default [x-amz-meta-*, x-amz-checksum-*, x-amz-storage-class, x-amz-tagging]."
         ),
     )
     timeout: RouteTimeoutModel | None = Field(None, description="Overrides defaults.timeout for this route.")
@@ -627,6 +643,8 @@ class Route:
     spool_dir: str | None = None  # None: the system temp directory
     egress: EgressProxy | None = None  # resolved (env mode applied); None: direct
     max_pause: float = 300.0  # seconds a vendor 429 may pause one credential of this route
+    # aws-sigv4: the client x-amz-* headers signed and sent (globs); any other is refused
+    client_amz_headers: tuple[str, ...] = DEFAULT_CLIENT_AMZ_HEADERS
 
     @property
     def origin(self) -> str:
@@ -654,6 +672,7 @@ class AllowRule:
     route: str
     methods: frozenset[str] | None = None  # upper-case; None: every method
     paths: tuple[str, ...] | None = None  # globs over the path after the prefix; None: every path
+    operations: frozenset[str] | None = None  # AWS operations (service:Name); None: any
 
 
 @dataclass(frozen=True)
@@ -1617,7 +1636,11 @@ def _rate_limit(model: RateLimitModel | None) -> RateLimit | None:
 
 
 def _allow_rules(
-    c: ClientModel, loc: Loc, route_names: list[str], problems: _Problems
+    c: ClientModel,
+    loc: Loc,
+    route_names: list[str],
+    problems: _Problems,
+    aws_services: Mapping[str, Mapping[str | None, str | None]] | None = None,
 ) -> tuple[AllowRule, ...] | None:
     """Validate ``clients[i].allow``: known routes, HTTP method tokens, well-formed globs."""
     from proxy.policy import glob_problem  # policy imports this module's types
@@ -1649,8 +1672,11 @@ def _allow_rules(
             for k, pattern in enumerate(a.paths):
                 if why := glob_problem(pattern):
                     problems.add((*where, "paths", k), why)
+        # the service this client's requests on the route are signed for (auth_by_client or auth)
+        by_client = (aws_services or {}).get(a.route, {})
+        operations = _operations(a, where, by_client.get(c.name, by_client.get(None)), problems)
         rules.append(
-            AllowRule(a.route, methods, tuple(a.paths) if a.paths is not None else None)
+            AllowRule(a.route, methods, tuple(a.paths) if a.paths is not None else None, operations)
         )
     if not rules:
         problems.add((*loc, "allow"), "empty: this client could use nothing (remove the client?)")
@@ -1658,6 +1684,59 @@ def _allow_rules(
 
 
 _METHOD = re.compile(r"[A-Za-z][A-Za-z0-9_-]*\Z")
+
+
+def _operations(
+    a: AllowModel, where: Loc, service: str | None, problems: _Problems
+) -> frozenset[str] | None:
+    """Validate ``allow[j].operations``: ``service:Name`` for the route's own AWS service."""
+    if a.operations is None:
+        return None
+    if not a.operations:
+        problems.add((*where, "operations"), "empty: leave operations out to allow every operation")
+    if service is None:
+        problems.add(
+            (*where, "operations"),
+            f"route {a.route!r} does not sign with aws-sigv4: operations apply to AWS routes only",
+        )
+        return frozenset(a.operations)
+    for k, op in enumerate(a.operations):
+        m = OPERATION.match(op)
+        if m is None:
+            problems.add(
+                (*where, "operations", k),
+                f"not an AWS operation: write service:Operation (e.g. {service}:"
+                f"{'GetObject' if service == 's3' else 'Query'})",
+            )
+        elif m.group(1) != service:
+            problems.add(
+                (*where, "operations", k),
+                f"unknown service prefix {m.group(1)!r}: route {a.route!r} signs for "
+                f"service {service!r} (write {service}:{m.group(2)})",
+            )
+        elif service == "s3" and m.group(2) not in S3_OPERATIONS:
+            hint = _did_you_mean(m.group(2), sorted(S3_OPERATIONS))
+            problems.add(
+                (*where, "operations", k),
+                f"Signet cannot tell the S3 operation {m.group(2)!r} apart{hint} "
+                "(see README: AWS operations)",
+            )
+    return frozenset(a.operations)
+
+
+def _client_amz_headers(r: RouteModel, loc: Loc, aws: bool, problems: _Problems) -> tuple[str, ...]:
+    """Validate ``routes[i].client_amz_headers`` (globs over x-amz-* names, aws-sigv4 routes only)."""
+    if r.client_amz_headers is None:
+        return DEFAULT_CLIENT_AMZ_HEADERS
+    if not aws:
+        problems.add(
+            (*loc, "client_amz_headers"),
+            "only aws-sigv4 routes sign client x-amz-* headers: remove it or change the scheme",
+        )
+    for k, pattern in enumerate(r.client_amz_headers):
+        if why := amz_glob_problem(pattern):
+            problems.add((*loc, "client_amz_headers", k), why)
+    return tuple(p.lower() for p in r.client_amz_headers)
 
 
 def _build_settings(
@@ -1687,6 +1766,8 @@ def _build_settings(
     routes: list[Route] = []
     names: dict[str, int] = {}
     prefixes: dict[str, int] = {}
+    # route name -> {client name (None: the route's auth) -> its aws-sigv4 service, or None}
+    aws_services: dict[str, dict[str | None, str | None]] = {}
     for i, r in enumerate(model.routes):
         loc: Loc = ("routes", i)
         name = r.name or _default_route_name(r.prefix)
@@ -1753,6 +1834,13 @@ def _build_settings(
         if built is None or url is None:
             continue
         scheme_cls, options = built
+        signers: dict[str | None, SchemeOptions] = {None: options}
+        signers.update((k, o) for k, (_, o) in by_client.items())
+        aws_services[name] = {
+            k: getattr(o, "service", None) if o.scheme == "aws-sigv4" else None
+            for k, o in signers.items()
+        }
+        amz_headers = _client_amz_headers(r, loc, any(aws_services[name].values()), problems)
         routes.append(
             Route(
                 name=name,
@@ -1774,6 +1862,7 @@ def _build_settings(
                 spool_dir=d.spool_dir,
                 egress=egress,
                 max_pause=300.0 if r.max_pause is None else r.max_pause,
+                client_amz_headers=amz_headers,
             )
         )
 
@@ -1804,7 +1893,7 @@ def _build_settings(
                 if rn not in names:
                     hint = _did_you_mean(rn, list(names))
                     problems.add(("clients", i, "routes", j), f"no route named {rn!r}{hint}")
-            allow = _allow_rules(c, ("clients", i), list(names), problems)
+            allow = _allow_rules(c, ("clients", i), list(names), problems, aws_services)
             if c.rate_limit is not None and c.rate_limit.max_wait is not None:
                 problems.add(
                     ("clients", i, "rate_limit", "max_wait"),

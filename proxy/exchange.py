@@ -73,7 +73,13 @@ async def prepare(
     result = await (apply or scheme.apply)(request)
     for name, value in result.headers.items():
         headers[name] = value
-    return Prepared(method, path, query if result.query is None else result.query, headers, result)
+    return Prepared(
+        method,
+        path if result.path is None else result.path,
+        query if result.query is None else result.query,
+        headers,
+        result,
+    )
 
 
 @dataclass(slots=True)

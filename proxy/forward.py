@@ -22,7 +22,7 @@ from typing import Any
 
 from multidict import istr
 
-from proxy.auth import AuthScheme, UpstreamRequest
+from proxy.auth import AuthScheme, UpstreamRequest, aws_firewall
 from proxy.body import BodySpooler, SignedBody
 from proxy.errors import (
     BadRequest,
@@ -108,6 +108,10 @@ class ProxyHandler:
                     raise Forbidden(
                         f"client {client!r} may not use route {route.name!r}", route=route.name
                     )
+                # SigV4 firewall hook: client x-amz-* headers and `operations:` rules (403)
+                aws_firewall.check_request(
+                    runtime.admission, route, client, request.method, rest, query, request.headers
+                )
                 # rules: headers and query for method overrides (proxy.policy.method_overrides)
                 await runtime.admission.admit(
                     client, route.name, request.method, rest, headers=request.headers.items(), query=query
@@ -271,6 +275,10 @@ class ProxyHandler:
             info.body = body  # closed by __call__
         elif has_body:
             stream = _count_body(request, self.body_read_timeout, info)
+        # SigV4 firewall hook: a Query API's Action in a form body (None: streamed, unreadable)
+        aws_firewall.check_form_body(
+            self.runtime.admission, route, info.client, request.method, rest, query, headers, body
+        )
 
         length = request.content_length if stream is not None else None
         if body is not None:

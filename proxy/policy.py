@@ -208,6 +208,7 @@ class CompiledRule:
     methods: frozenset[str] | None
     paths: tuple[str, ...] | None
     globs: tuple[PathGlob, ...] | None  # None: every path
+    operations: frozenset[str] | None = None  # AWS operations (proxy.auth.aws_firewall); None: any
 
     def allows(self, method: str, path: str | RawPath, overrides: Iterable[str] = ()) -> bool:
         """Whether ``method``, every override (:func:`method_overrides`) and ``path`` pass."""
@@ -223,14 +224,15 @@ class CompiledRule:
     def describe(self) -> str:
         methods = ",".join(sorted(self.methods)) if self.methods is not None else "any method"
         paths = " ".join(self.paths) if self.paths is not None else "any path"
-        return f"allow[{self.index}]: {self.route} {methods} {paths}"
+        ops = f" operations {','.join(sorted(self.operations))}" if self.operations is not None else ""
+        return f"allow[{self.index}]: {self.route} {methods} {paths}{ops}"
 
 
 def compile_rule(index: int, rule: AllowRule) -> CompiledRule:
     globs = None
     if rule.paths is not None:
         globs = tuple(compile_glob(p) for p in rule.paths)
-    return CompiledRule(index, rule.route, rule.methods, rule.paths, globs)
+    return CompiledRule(index, rule.route, rule.methods, rule.paths, globs, rule.operations)
 
 
 class ClientPolicy:
@@ -268,6 +270,25 @@ class ClientPolicy:
             named = ", ".join(dict.fromkeys(_shown(m) for m in overrides))
             asked = f"{method} (overridden to {named} by a method-override header or _method parameter)"
         return f"client {self.client!r} may not {asked} {_clip(path)} on route {route!r}: outside {missed}"
+
+    def names_operations(self, route: str) -> bool:
+        """True when some rule for ``route`` names AWS operations (then each request is classified)."""
+        return any(r.operations is not None for r in self.by_route.get(route, ()))
+
+    def operation_denial(self, route: str, method: str, path: str, operation: str | None) -> str | None:
+        """Like :meth:`denial`, and the rule must also allow ``operation`` (None: unclassified)."""
+        rules = self.by_route.get(route, ())
+        for rule in rules:
+            if rule.allows(method, path) and (
+                rule.operations is None or (operation is not None and operation in rule.operations)
+            ):
+                return None
+        what = operation or "an operation Signet cannot classify"
+        missed = "; ".join(r.describe() for r in rules)
+        return (
+            f"client {self.client!r} may not {what} ({method} {_clip(path)}) on route {route!r}: "
+            f"outside {missed}"
+        )
 
 
 def compile_policies(clients: tuple[Client, ...] | None) -> dict[str, ClientPolicy]:

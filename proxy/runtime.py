@@ -129,6 +129,9 @@ class Runtime:
                     metrics=self.metrics,
                     egress=route.egress,
                     state=self.state,
+                    # the scheme refuses any other x-amz-* header too (the operator's set_headers pass)
+                    client_amz_headers=route.client_amz_headers
+                    + tuple(h.lower() for h in route.set_headers if h.lower().startswith("x-amz-")),
                 )
                 scheme = route.scheme_cls(route.auth, context)
                 await scheme.start()

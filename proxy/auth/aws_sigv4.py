@@ -2,7 +2,8 @@
 
 The steps and their names follow botocore's ``SigV4Auth``: :meth:`canonical_request`,
 :meth:`string_to_sign`, :meth:`signature`. Inputs are the request exactly as it
-goes upstream; only the *canonical* forms are normalised, never what is sent.
+goes upstream, after :meth:`AwsSigV4.sign` re-encoded its path and query the
+way AWS canonicalises them (see "What is sent" below).
 
 - **URI.** The raw path is taken as AWS-encoded text: each segment is
   percent-decoded and encoded again with AWS's rule (only ``A-Za-z0-9-_.~``
@@ -16,6 +17,11 @@ goes upstream; only the *canonical* forms are normalised, never what is sent.
   encoded with the same rule (``+`` is a literal plus, as in RFC 3986); sorted
   by encoded name, then value; ``a`` becomes ``a=``; empty pieces (``&&``) are
   ignored.
+- **What is sent.** The path and query go upstream in that same encoding
+  (:func:`sent_path`, :func:`sent_query`; the query keeps the client's order),
+  never the client's raw bytes: a service canonicalises what it receives, so
+  ``?prefix=reports/`` leaves as ``?prefix=reports%2F`` and a raw ``(`` as
+  ``%28``.
 - **Signed headers.** ``host``, ``content-type``, ``content-md5`` and every
   ``x-amz-*`` header, lowercase and sorted, values trimmed with whitespace runs
   collapsed, repeated headers joined with ``,``. Other client headers (e.g.
@@ -43,9 +49,11 @@ from urllib.parse import quote, unquote_to_bytes
 from pydantic import Field, field_validator, model_validator
 from yarl import URL
 
+from proxy.auth.aws_headers import amz_header_refused, forbidden_amz_header
 from proxy.auth.base import AuthResult, AuthScheme, SchemeContext, SchemeOptions, UpstreamRequest
 from proxy.auth.registry import register
 from proxy.body import body_digest
+from proxy.errors import BadRequest
 from proxy.secret import Secret, reveal, value_problem
 
 ALGORITHM = "AWS4-HMAC-SHA256"
@@ -204,6 +212,33 @@ def canonical_uri(raw_path: str, *, s3: bool) -> str:
     return quote(_remove_dot_segments(once), safe="/~") or "/"
 
 
+def sent_path(raw_path: str) -> str:
+    """The path as sent upstream: each segment in AWS's encoding, the form the service canonicalises.
+
+    A verifier builds its canonical request from the bytes it receives (moto
+    does, and S3 does not re-encode), so the path goes upstream exactly as it
+    was signed: a raw ``(`` or UTF-8 byte leaves as ``%28`` / ``%C3%A9``, ``%7e``
+    as ``~``, ``%2F`` stays ``%2F``.
+    """
+    return "/".join(_aws_encode(seg) for seg in raw_path.split("/")) or "/"
+
+
+def sent_query(raw_query: str) -> str:
+    """The query as sent upstream: the client's order, each name and value in AWS's encoding.
+
+    Empty pieces (``&&``) are dropped and a bare ``name`` stays bare: the
+    service reads both as the canonical form signs them.
+    """
+    if not raw_query:
+        return ""
+    out = []
+    for part in raw_query.split("&"):
+        if part:
+            name, eq, value = part.partition("=")
+            out.append(_aws_encode(name) + (eq + _aws_encode(value) if eq else ""))
+    return "&".join(out)
+
+
 def canonical_query(raw_query: str) -> str:
     """The CanonicalQueryString: pairs AWS-encoded, sorted by name then value."""
     if not raw_query:
@@ -215,6 +250,18 @@ def canonical_query(raw_query: str) -> str:
             pairs.append((_aws_encode(name), _aws_encode(value)))
     pairs.sort()
     return "&".join(f"{k}={v}" for k, v in pairs)
+
+
+def _check_utf8(name: str, value: str) -> None:
+    """A signed header value must be UTF-8 text: the canonical request is hashed as UTF-8."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        # aiohttp decodes header bytes as UTF-8 with surrogateescape: a lone
+        # surrogate is a byte that was not UTF-8
+        raise BadRequest(
+            f"header {name!r} is not UTF-8 text; aws-sigv4 signs it, so it must be"
+        ) from None
 
 
 def _trimall(value: str) -> str:
@@ -317,6 +364,8 @@ class AwsSigV4(AuthScheme):
             if lname in _SET_BY_SIGNET:
                 continue  # Signet sets these itself (the pipeline replaces them)
             if lname.startswith("x-amz-") or lname in SIGNED_CLIENT_HEADERS:
+                if not value.isascii():
+                    _check_utf8(name, value)
                 grouped.setdefault(lname, []).append(_trimall(value))
         for name, value in added.items():
             grouped[name.lower()] = [_trimall(value)]
@@ -370,6 +419,16 @@ class AwsSigV4(AuthScheme):
         return host
 
     def sign(self, request: UpstreamRequest, credentials: AwsCredentials, now: float) -> AuthResult:
+        allowed = self.context.client_amz_headers
+        if allowed is not None and (name := forbidden_amz_header(request.headers, allowed)) is not None:
+            # the pipeline refused it before the body was read; this holds on any path to the signer
+            raise amz_header_refused(name, self.context.route, allowed)
+        path, query = sent_path(request.path), sent_query(request.query)
+        if path != request.path or query != request.query:
+            # sign and send the canonical encoding: what is signed is what is sent
+            request = UpstreamRequest(
+                request.method, path, query, request.headers, request.body, request.scheme_host
+            )
         amz_date = time.strftime(AMZ_DATE_FORMAT, time.gmtime(now))
         payload_hash = UNSIGNED_PAYLOAD if self.unsigned else _payload_sha256(request)
         added = {HOST: self.host(request), DATE_HEADER: amz_date}
@@ -387,6 +446,8 @@ class AwsSigV4(AuthScheme):
         )
         return AuthResult(
             headers=added,
+            path=path,
+            query=query,
             secret_headers=frozenset({TOKEN_HEADER}) if credentials.session_token else frozenset(),
             debug=[("CanonicalRequest", canonical), ("StringToSign", to_sign)],
         )

@@ -80,15 +80,17 @@ class AuthResult:
     ``headers`` are set on the upstream request (replacing any of the same
     name). ``query``, when not None, replaces the raw query string (schemes
     that add a parameter build it with :func:`set_query_params`, so what they
-    sign is what is sent). ``secret_headers`` names headers whose whole value
-    is secret-bearing (``signet sign`` masks them). ``state`` is opaque to the
-    pipeline and handed back to :meth:`AuthScheme.on_unauthorized`. ``debug``
+    sign is what is sent); ``path`` likewise replaces the raw path.
+    ``secret_headers`` names headers whose whole value is secret-bearing
+    (``signet sign`` masks them). ``state`` is opaque to the pipeline and
+    handed back to :meth:`AuthScheme.on_unauthorized`. ``debug``
     holds labelled texts (e.g. SigV4's canonical request) that only
     ``signet sign --show-secrets`` prints; they may contain secrets.
     """
 
     headers: dict[str, str] = field(default_factory=dict, repr=False)  # may hold a credential
     query: str | None = None
+    path: str | None = None  # when not None, replaces the raw path (aws-sigv4 sends what it signed)
     secret_headers: frozenset[str] = frozenset()
     state: Any = None
     debug: list[tuple[str, str]] | None = field(default=None, repr=False)
@@ -106,6 +108,8 @@ class SchemeContext:
     egress: Any = None  # proxy.upstream.egress.EgressProxy | None: the route's egress proxy
     metrics: Any = None  # proxy.metrics.Metrics | None
     state: Any = None  # proxy.state.SharedState | None: Redis shared across processes
+    # aws-sigv4: the x-amz-* header globs it may sign besides its own (None: no rule, e.g. `signet sign`)
+    client_amz_headers: tuple[str, ...] | None = None
 
 
 class AuthScheme:

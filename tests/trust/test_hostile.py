@@ -585,3 +585,71 @@ def test_hostile_inputs_reached_each_new_kind() -> None:
         pytest.skip("the property test did not run in this session")
     print(f"\nreached: {REACHED}")
     assert all(n > 0 for n in REACHED.values()), REACHED
+
+
+# ------------------------------------------- client x-amz-* headers (issue 19, finding 1)
+
+AMZ_REACHED = {"signed": 0, "refused": 0, "non_utf8": 0}
+AMZ_NAMES = mostly(
+    st.sampled_from(["x-amz-meta-a", "X-Amz-Meta-Owner", "x-amz-checksum-crc32", "x-amz-storage-class",
+                     "X-AMZ-TAGGING", "x-amz-date", "X-Amz-Security-Token", "x-amz-meta-"]),
+    st.sampled_from(["x-amz-copy-source", "x-amz-acl", "x-amz-grant-read", "x-amz-website-redirect-location",
+                     "X-Amz-Target", "x_amz_acl", "x-amz_meta-a"])
+    | st.from_regex(r"\A[xX]-[aA][mM][zZ][-_][A-Za-z0-9_-]{0,12}\Z"),
+    50,
+)
+
+
+@settings(max_examples=200, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(headers=st.lists(st.tuples(AMZ_NAMES, HEADER_VALUES), max_size=3),
+       not_utf8=st.sampled_from([None, None, None, "\xff\xfe", "\xc3("]))
+async def test_hostile_amz_headers_are_signed_only_when_allowed(
+    make_signet: Any, raw_upstream: RawUpstream, headers: list[tuple[str, str]], not_utf8: str | None
+) -> None:
+    """Whatever x-amz-* headers a client sends, the upstream gets only allowed ones, each signed."""
+    import re  # local: keeps this section self-contained
+    fn = test_hostile_amz_headers_are_signed_only_when_allowed
+    if getattr(fn, "_app", None) is None or fn._app.draining:  # type: ignore[attr-defined]
+        auth = {"scheme": "aws-sigv4", "region": "eu-west-1", "service": "s3",
+                "access_key_id": "AKIAHOSTILE000000001", "secret_access_key": "${S}"}
+        route = {"name": "s3", "prefix": "/s3", "upstream": raw_upstream.url("/base"), "auth": auth}
+        fn._app = await make_signet(config_text([route]), env={"S": secret("hostile-aws-secret-9z8y")})  # type: ignore[attr-defined]
+        fn._up = raw_upstream  # type: ignore[attr-defined]
+    app, up = fn._app, fn._up  # type: ignore[attr-defined]
+    if not_utf8 is not None:
+        headers = [*headers, ("x-amz-meta-raw", not_utf8)]  # an allowed name, a value that is not UTF-8
+    data = build("PUT", "/s3/bkt/key", headers, b"body", 0)
+    before = len(up.received)
+    resp = await raw_exchange(app.proxy_address[1], data, timeout=10, linger=0.3)
+    received = up.received[before:]
+    allowed = re.compile(r"x-amz-(meta-.*|checksum-.*|storage-class|tagging)")
+    own = {"x-amz-date", "x-amz-content-sha256"}
+    sent = {k.strip().lower() for k, v in headers if _valid_field(k, v)}
+    if resp.status == 403:
+        assert resp.headers["x-signet-error"] == "forbidden" and received == []
+        AMZ_REACHED["refused"] += 1
+    elif resp.status == 400:
+        assert resp.headers["x-signet-error"] == "bad_request" and received == []
+        AMZ_REACHED["non_utf8"] += any("\xff" in v or "\xc3(" in v for _, v in headers)
+    else:
+        assert resp.status == 200, resp.raw[:300]
+        (r,) = received
+        signed = r.header("Authorization")[0].split("SignedHeaders=")[1].split(",")[0].split(";")
+        for name in r.names():
+            if name.replace("_", "-").startswith("x-amz-"):
+                assert name in own or allowed.fullmatch(name), (name, data[:300])
+                assert name in signed, (name, signed)
+        AMZ_REACHED["signed"] += any(allowed.fullmatch(n) for n in sent)
+
+
+def _valid_field(name: str, value: str) -> bool:
+    return bool(name) and "\r" not in value and "\n" not in value and "\x00" not in value
+
+
+def test_hostile_amz_inputs_reached_each_outcome() -> None:
+    """Runs after the x-amz property test: allowed headers were signed, others refused, bad bytes 400."""
+    if sum(AMZ_REACHED.values()) == 0:
+        pytest.skip("the x-amz property test did not run in this session")
+    print(f"\nx-amz reached: {AMZ_REACHED}")
+    assert all(n > 0 for n in AMZ_REACHED.values()), AMZ_REACHED

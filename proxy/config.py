@@ -182,6 +182,7 @@ class RouteModel(_Model):
     strip_headers: list[Text] = Field(default_factory=list)
     set_headers: dict[str, TextOrSecret] = Field(default_factory=dict)
     forward_client_info: bool = False
+    websocket: bool = False  # relay `Upgrade: websocket` handshakes, then tunnel the bytes
     timeout: RouteTimeoutModel | None = None
     max_body_bytes: int | None = Field(None, ge=0)
     spool_bytes: int | None = Field(None, ge=0)
@@ -271,6 +272,7 @@ class Route:
     strip_headers: tuple[str, ...] = ()
     set_headers: Mapping[str, str | Secret] = field(default_factory=dict)
     forward_client_info: bool = False
+    websocket: bool = False  # WebSocket upgrades are relayed and tunnelled (else 400)
     # inbound client name -> its own vendor credentials on this route
     auth_by_client: Mapping[str, tuple[type[AuthScheme], SchemeOptions]] = field(
         default_factory=dict
@@ -1319,6 +1321,7 @@ def _build_settings(
                 strip_headers=tuple(r.strip_headers),
                 set_headers=dict(r.set_headers),
                 forward_client_info=r.forward_client_info,
+                websocket=r.websocket,
                 auth_by_client=by_client,
                 rate_limit=_rate_limit(r.rate_limit),
                 spool_bytes=d.spool_bytes if r.spool_bytes is None else r.spool_bytes,

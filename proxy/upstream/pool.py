@@ -130,6 +130,16 @@ class UpstreamResponse:
     async def read(self) -> bytes:
         return await self._conn.read()
 
+    def detach(self) -> tuple[asyncio.Transport, bytes]:
+        """After a ``101`` to an upgrade request: the upstream's transport (reading
+        paused) and the bytes it sent past the head. Never pooled: the caller
+        owns the transport and must close it."""
+        if self._done or self.status != 101:
+            raise RuntimeError("only an unconsumed 101 answer can be detached")
+        self._done = True
+        self._pool._active.discard(self._conn)
+        return self._conn.detach()
+
     def release(self) -> None:
         """Done with the answer: pooled if it ended cleanly, else closed."""
         if not self._done:
@@ -187,11 +197,14 @@ class Pool:
         length: int | None = None,
         connect_timeout: float,
         read_timeout: float,
+        upgrade: bool = False,
     ) -> UpstreamResponse:
         """Send one request and return its answer's head (the body is read from the response).
 
         ``body`` is bytes, or an async iterable of chunks whose total is
         ``length`` (Content-Length) or unknown (``None``: chunked).
+        ``upgrade``: the request asks to switch protocols (its headers carry
+        ``Upgrade``); a ``101`` is then the answer, to :meth:`UpstreamResponse.detach`.
         """
         if self._absolute:
             target = self._prefix + target
@@ -211,7 +224,7 @@ class Pool:
             # a retry always opens a fresh connection: the other idle ones may be as stale
             conn = (None if retried else self._take_idle()) or await self._connect(connect_timeout)
             self._active.add(conn)
-            conn.begin(no_body, read_timeout)
+            conn.begin(no_body, read_timeout, upgrade)
             try:
                 await conn.send(head, body, length)
                 await conn.head()

@@ -28,7 +28,7 @@ import asyncio
 from dataclasses import dataclass
 from typing import Literal
 
-Outcome = Literal["closed", "idle_timeout", "reset"]
+Outcome = Literal["closed", "idle_timeout", "reset", "shutdown"]
 
 
 @dataclass(slots=True)
@@ -37,7 +37,8 @@ class SpliceResult:
 
     bytes_in: int
     bytes_out: int
-    outcome: Outcome  # "closed": both ended cleanly; "reset": one side failed; "idle_timeout"
+    outcome: Outcome  # "closed": both ended cleanly; "reset": one side failed; "idle_timeout";
+    # "shutdown": cut by Tunnels.drain
 
 
 class _Side(asyncio.Protocol):
@@ -105,6 +106,7 @@ class _Tunnel:
         self.done: asyncio.Future[None] = loop.create_future()
         self.failed = False
         self.timed_out = False
+        self.cut = False
         self.sides: tuple[_Side, _Side] | None = None
 
     def touch(self) -> None:
@@ -154,6 +156,36 @@ class _Tunnel:
             side.peer.transport.close()  # nowhere left to send its bytes: flush, then close
 
 
+class Tunnels:
+    """The live tunnels of one process, so a drain can let them end, then cut the rest.
+
+    Detached from their listener, tunnels are not in its drain; ``splice(...,
+    tunnels=...)`` registers each one here instead.
+    """
+
+    def __init__(self) -> None:
+        self._live: set[_Tunnel] = set()
+
+    def __len__(self) -> int:
+        return len(self._live)
+
+    async def drain(self, grace: float) -> int:
+        """Wait up to ``grace`` seconds for the tunnels to end; abort those left. Returns how many."""
+        live = self._live
+        if live:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + grace
+            while live and loop.time() < deadline:
+                await asyncio.wait([t.done for t in live], timeout=deadline - loop.time())
+        left = list(live)
+        for tunnel in left:
+            tunnel.cut = True
+            tunnel.abort_both()
+        if left:
+            await asyncio.wait([t.done for t in left], timeout=1.0)
+        return len(left)
+
+
 async def splice(
     client: asyncio.BaseTransport,
     upstream: asyncio.BaseTransport,
@@ -161,6 +193,7 @@ async def splice(
     idle_timeout: float,
     client_leftover: bytes = b"",
     upstream_leftover: bytes = b"",
+    tunnels: Tunnels | None = None,
 ) -> SpliceResult:
     """Pump bytes between two transports until both are closed; return what went through.
 
@@ -199,12 +232,25 @@ async def splice(
         if not side.peer.write_paused:
             side.transport.resume_reading()
     tunnel.start_timer()
+    if tunnels is not None:
+        tunnels._live.add(tunnel)
     try:
         await tunnel.done
-    except BaseException:  # cancelled (shutdown): nothing may outlive the call
+    except BaseException:  # cancelled: nothing may outlive the call
         tunnel.abort_both()
         if tunnel.timer is not None:
             tunnel.timer.cancel()
         raise
-    outcome: Outcome = "idle_timeout" if tunnel.timed_out else "reset" if tunnel.failed else "closed"
+    finally:
+        if tunnels is not None:
+            tunnels._live.discard(tunnel)
+    outcome: Outcome = (
+        "shutdown"
+        if tunnel.cut
+        else "idle_timeout"
+        if tunnel.timed_out
+        else "reset"
+        if tunnel.failed
+        else "closed"
+    )
     return SpliceResult(a.received, b.received, outcome)

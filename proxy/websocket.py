@@ -5,9 +5,10 @@ policy, rate limits, signing, the upstream engine with ``upgrade=True``);
 this module holds the three decisions specific to it, so the pipeline only
 calls them:
 
-- :func:`upgrade_refusal`: an ``Upgrade`` request is relayed only on a route
-  with ``websocket: true``, only for ``Upgrade: websocket``, and only as a
-  WebSocket handshake (GET, HTTP/1.1, ``Connection: Upgrade``, no body);
+- :func:`upgrade_refusal`: an upgrade request (``Upgrade`` named by
+  ``Connection``) is relayed only on a route with ``websocket: true``, only
+  for ``Upgrade: websocket``, and only as a WebSocket handshake (GET,
+  HTTP/1.1, no body);
   anything else is ``400 bad_request`` naming the route option, before a
   byte goes upstream. The messages never quote the client's bytes.
 - :func:`handshake_headers`: the client's ``Upgrade`` and a ``Connection:
@@ -38,10 +39,6 @@ def _tokens(raw_headers: Iterable[tuple[bytes, bytes]], name: bytes) -> list[byt
     return [t for t in out if t]
 
 
-def is_upgrade(raw_headers: Iterable[tuple[bytes, bytes]]) -> bool:
-    return any(n.lower() == b"upgrade" for n, _ in raw_headers)
-
-
 def upgrade_refusal(
     *,
     route: str,
@@ -51,9 +48,7 @@ def upgrade_refusal(
     has_body: bool,
     raw_headers: list[tuple[bytes, bytes]],
 ) -> RequestError | None:
-    """None when the request is no upgrade, or a WebSocket handshake the route relays."""
-    if not is_upgrade(raw_headers):
-        return None
+    """For an upgrade request (``Upgrade`` named by ``Connection``): None when the route relays it."""
     if not websocket:
         return BadRequest(
             f"route {route!r} does not relay protocol upgrades: a WebSocket needs "
@@ -65,10 +60,9 @@ def upgrade_refusal(
             "only WebSocket upgrades ('Upgrade: websocket') are relayed, on routes with 'websocket: true'",
             route=route,
         )
-    if method != "GET" or not http11 or has_body or b"upgrade" not in _tokens(raw_headers, b"connection"):
+    if method != "GET" or not http11 or has_body:
         return BadRequest(
-            "a WebSocket handshake is a GET over HTTP/1.1 with 'Connection: Upgrade' and no body "
-            "(route option 'websocket: true')",
+            "a WebSocket handshake is a GET over HTTP/1.1 without a body (route option 'websocket: true')",
             route=route,
         )
     return None

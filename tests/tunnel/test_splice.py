@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import trustme
 
-from proxy.tunnel import SpliceResult, splice
+from proxy.tunnel import SpliceResult, Tunnels, splice
 from tests.fakes import PeakRss
 
 MB = 1024 * 1024
@@ -314,3 +314,37 @@ async def test_tls_upstream_carries_bytes_and_an_eof_ends_the_tunnel() -> None:
             t.abort()
         front.close()
         back.close()
+
+
+async def test_drain_lets_tunnels_end_within_the_grace_then_cuts_the_rest(rig: Rig) -> None:
+    tunnels = Tunnels()
+    loop = asyncio.get_running_loop()
+    task = asyncio.create_task(
+        splice(rig.proxy_client, rig.proxy_upstream, idle_timeout=30, tunnels=tunnels)
+    )
+    rig.client_w.write(b"x")
+    assert await asyncio.wait_for(rig.up_r.readexactly(1), 5) == b"x"
+    assert len(tunnels) == 1
+    started = loop.time()
+    assert await asyncio.wait_for(tunnels.drain(0.3), 5) == 1
+    assert loop.time() - started >= 0.29
+    result = await asyncio.wait_for(task, 5)
+    assert result.outcome == "shutdown" and len(tunnels) == 0
+    for r in (rig.client_r, rig.up_r):
+        try:
+            assert await asyncio.wait_for(r.read(), 5) == b""
+        except ConnectionResetError:
+            pass
+
+
+async def test_drain_does_not_cut_a_tunnel_that_ends_in_time(rig: Rig) -> None:
+    tunnels = Tunnels()
+    task = asyncio.create_task(
+        splice(rig.proxy_client, rig.proxy_upstream, idle_timeout=30, tunnels=tunnels)
+    )
+    await asyncio.sleep(0)  # let splice() take both transports over
+    drain = asyncio.create_task(tunnels.drain(10))
+    rig.client_w.close()  # both ends close on their own during the grace
+    rig.up_w.close()
+    assert await asyncio.wait_for(drain, 5) == 0
+    assert (await task).outcome == "closed"

@@ -12,9 +12,10 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import logging
 import os
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -76,6 +77,17 @@ class EchoUpstream:
     async def __aexit__(self, *exc: Any) -> None:
         self._server.close()
         await self._server.wait_closed()
+
+
+@pytest.fixture(autouse=True)
+def quiet_websockets_library() -> Iterator[None]:
+    """The websockets library logs every handshake header at DEBUG (the suite logs at DEBUG):
+    its client's tokens would land in the test log, which the secret audit rightly refuses."""
+    logger = logging.getLogger("websockets")
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    yield
+    logger.setLevel(level)
 
 
 @pytest.fixture
@@ -330,3 +342,37 @@ async def test_fifty_tunnels_leave_no_task_or_fd_behind(echo: EchoUpstream, make
     await wait_for(lambda: len(echo.closes) == 51)
     # and Signet let go of both sockets of each tunnel, and of the tasks that served them
     await wait_for(lambda: len(asyncio.all_tasks()) <= tasks_before and open_fds() <= fds_before)
+
+
+async def test_a_frame_sent_right_behind_the_handshake_is_not_lost(
+    echo: EchoUpstream, signet_process: Callable[..., SignetProcess]
+) -> None:
+    """Bytes in the same segment as the handshake (read past the head) open the tunnel."""
+    proc = signet_process(config_text([ws_route(echo)]), env=ENV)
+    mask = b"\x01\x02\x03\x04"
+    frame = b"\x81\x82" + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(b"hi"))  # masked "hi"
+    host, _, port = proc.proxy_url.removeprefix("http://").rpartition(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(HANDSHAKE.format(upgrade="websocket").encode() + frame)
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        assert head.startswith(b"HTTP/1.1 101 ")
+        assert await asyncio.wait_for(reader.readexactly(4), 10) == b"\x81\x02hi"  # the echo
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize(
+    "request_line",
+    ["POST /stream/echo HTTP/1.1", "GET /stream/echo HTTP/1.0"],
+    ids=["post", "http-1.0"],
+)
+async def test_a_handshake_that_is_not_a_websocket_get_is_refused(
+    echo: EchoUpstream, signet_process: Callable[..., SignetProcess], request_line: str
+) -> None:
+    proc = signet_process(config_text([ws_route(echo)]), env=ENV)
+    head = HANDSHAKE.format(upgrade="websocket").replace("GET /stream/echo HTTP/1.1", request_line)
+    answer = await asyncio.to_thread(raw_exchange, proc.proxy_url, head.encode())
+    assert answer.startswith(b"HTTP/1.1 400 "), answer[:200]
+    assert b"websocket: true" in answer
+    assert echo.handshakes == []

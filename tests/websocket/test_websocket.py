@@ -14,6 +14,7 @@ import gc
 import json
 import logging
 import os
+import signal
 import socket
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -376,3 +377,21 @@ async def test_a_handshake_that_is_not_a_websocket_get_is_refused(
     assert answer.startswith(b"HTTP/1.1 400 "), answer[:200]
     assert b"websocket: true" in answer
     assert echo.handshakes == []
+
+
+async def test_sigterm_gives_open_tunnels_the_grace_then_closes_them(
+    echo: EchoUpstream, signet_process: Callable[..., SignetProcess]
+) -> None:
+    proc = signet_process(config_text([ws_route(echo)], shutdown_grace=0.5), env=ENV)
+    loop = asyncio.get_running_loop()
+    async with client(ws_url(proc)) as ws:
+        await ws.send("before")
+        assert await ws.recv() == "before"
+        proc.signal(signal.SIGTERM)
+        started = loop.time()
+        with pytest.raises(ConnectionClosed):
+            await asyncio.wait_for(ws.recv(), 10)
+        assert 0.3 <= loop.time() - started < 5
+    assert await asyncio.to_thread(proc.proc.wait, 10) == 0
+    line = requests_logged(proc)[0]
+    assert (line["status"], line["error"]) == (101, "shutdown")

@@ -16,10 +16,12 @@ import logging
 import os
 import signal
 import socket
+import ssl
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
+import trustme
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import Request, Response, ServerConnection, serve
 from websockets.datastructures import Headers
@@ -36,7 +38,8 @@ MB = 1024 * 1024
 class EchoUpstream:
     """A WebSocket echo server that refuses (401) a handshake without the vendor credential."""
 
-    def __init__(self) -> None:
+    def __init__(self, ssl_context: ssl.SSLContext | None = None) -> None:
+        self.ssl_context = ssl_context
         self.handshakes: list[Headers] = []  # every HTTP request that reached it
         self.paths: list[str] = []
         self.closes: list[tuple[int | None, str | None]] = []  # close code/reason each connection got
@@ -71,6 +74,7 @@ class EchoUpstream:
             max_size=None,
             ping_interval=None,
             compression=None,
+            ssl=self.ssl_context,
         )
         self.port = self._server.sockets[0].getsockname()[1]
         return self
@@ -395,3 +399,25 @@ async def test_sigterm_gives_open_tunnels_the_grace_then_closes_them(
     assert await asyncio.to_thread(proc.proc.wait, 10) == 0
     line = requests_logged(proc)[0]
     assert (line["status"], line["error"]) == (101, "shutdown")
+
+
+async def test_a_tls_upstream_carries_the_tunnel(
+    tmp_path: Any, signet_process: Callable[..., SignetProcess]
+) -> None:
+    """wss to the vendor: TLS from Signet to the upstream, whose transport the tunnel splices."""
+    ca = trustme.CA()
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_ctx)
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    async with EchoUpstream(server_ctx) as up:
+        route = ws_route(up, upstream=f"https://127.0.0.1:{up.port}/v1", tls={"ca_file": str(ca_file)})
+        proc = signet_process(config_text([route]), env=ENV)
+        async with client(ws_url(proc)) as ws:
+            big = os.urandom(3 * MB)
+            await ws.send(big)
+            assert await asyncio.wait_for(ws.recv(), 30) == big
+            await ws.close(4002, "tls bye")
+        await wait_for(lambda: up.closes)
+        assert up.closes == [(4002, "tls bye")]
+        assert up.handshakes[0]["Authorization"] == f"Bearer {VENDOR_TOKEN}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,8 @@ import pytest
 from proxy.cli import main
 from proxy.config import load_config_text
 from proxy.errors import ConfigError
+from proxy.log import configure_logging
+from tests.conftest import _IN_PROCESS_LOG as SUITE_LOG
 
 
 def test_websocket_is_off_unless_a_route_asks() -> None:
@@ -27,7 +30,14 @@ def test_websocket_must_be_a_boolean() -> None:
     assert "websocket" in str(caught.value)
 
 
-def test_check_lists_the_websocket_routes(tmp_path: Path, capsys: Any) -> None:
+@pytest.fixture
+def suite_logging() -> Iterator[None]:
+    """main() configures logging onto the captured stderr: give the suite its log back after."""
+    yield
+    configure_logging("json", "debug", stream=SUITE_LOG)
+
+
+def test_check_lists_the_websocket_routes(tmp_path: Path, capsys: Any, suite_logging: None) -> None:
     path = tmp_path / "signet.yaml"
     path.write_text(
         "routes:\n"

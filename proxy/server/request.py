@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 from multidict import CIMultiDict
 
 if TYPE_CHECKING:
+    from proxy.listen_tls import PeerIdentity
     from proxy.server.flow import FlowControl
     from proxy.server.respond import Responder
 
@@ -51,6 +52,7 @@ class Request:
         "http11",
         "keep_alive",
         "method",
+        "peer",
         "raw_headers",
         "raw_path",
         "remote",
@@ -71,6 +73,7 @@ class Request:
         remote: str,
         flow: FlowControl,
         scheme: str = "http",
+        peer: PeerIdentity | None = None,
     ) -> None:
         self.method = method
         self.raw_path = raw_path  # the target exactly as sent (UTF-8, surrogateescape)
@@ -80,6 +83,7 @@ class Request:
         self.keep_alive = keep_alive
         self.remote = remote
         self.scheme = scheme
+        self.peer = peer  # the verified client certificate of a listen_tls connection, if any
         self.responder: Responder | None = None  # set by the connection before the pipeline runs
         # an upgrade request: takes the connection's transport over (set by the connection)
         self.detach: Callable[[], tuple[asyncio.Transport, bytes]] | None = None

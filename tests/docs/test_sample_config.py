@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import trustme
 import yaml
 
 from proxy.auth import SCHEMES
@@ -70,6 +71,17 @@ def test_the_sample_loads_as_it_is() -> None:
 def test_the_sample_loads_with_every_optional_block(tmp_path: Path) -> None:
     text = _uncomment(SAMPLE.read_text(), ("#:",))
     text = text.replace("/var/lib/signet/spool", str(tmp_path))
+    # listen_tls's files exist on a deployed host only: made here by trustme
+    ca = trustme.CA()
+    leaf = ca.issue_cert("signet.example")
+    for path, blob in (
+        ("/run/tls/tls.crt", leaf.cert_chain_pems[0]),
+        ("/run/tls/tls.key", leaf.private_key_pem),
+        ("/run/tls/clients-ca.crt", ca.cert_pem),
+    ):
+        made = tmp_path / path.rsplit("/", 1)[1]
+        blob.write_to_path(str(made))
+        text = text.replace(path, str(made))
     settings = load_config_text(text, env=_env(text), source=f"{SAMPLE} (every #: line on)")
     assert settings.clients and settings.state.redis is not None
 

@@ -28,6 +28,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from tests.conftest import SignetProcess, config_text, secret
+from tests.tls.certs import server_pair
 
 VENDOR_TOKEN = secret("ws-vendor-token-Zq81x")
 CLIENT_TOKEN = secret("ws-client-token-0123456789abcdef")
@@ -424,3 +425,28 @@ async def test_a_tls_upstream_carries_the_tunnel(
         await wait_for(lambda: up.closes)
         assert up.closes == [(4002, "tls bye")]
         assert up.handshakes[0]["Authorization"] == f"Bearer {VENDOR_TOKEN}"
+
+
+async def test_wss_through_signets_tls_listener(
+    echo: EchoUpstream, tmp_path: Any, signet_process: Callable[..., SignetProcess]
+) -> None:
+    """listen_tls: the client's side of the tunnel is TLS too (no half-close on either side)."""
+    ca = trustme.CA()
+    pair = server_pair(ca, tmp_path)
+    config = config_text(
+        [ws_route(echo)], listen_tls={"cert_file": str(pair.cert), "key_file": str(pair.key)}
+    )
+    proc = signet_process(config, env=ENV)
+    assert proc.proxy_url.startswith("https://")
+    client_ctx = ssl.create_default_context()
+    ca.configure_trust(client_ctx)
+    url = proc.proxy_url.replace("https://", "wss://") + "/stream/echo"
+    async with client(url, ssl=client_ctx) as ws:
+        big = os.urandom(2 * MB)
+        await ws.send(big)
+        assert await asyncio.wait_for(ws.recv(), 30) == big
+        await ws.close(4003, "tls client bye")
+    await wait_for(lambda: echo.closes)
+    assert echo.closes == [(4003, "tls client bye")]
+    line = (await wait_for(lambda: requests_logged(proc)))[0]
+    assert line["status"] == 101 and line["bytes_in"] > 2 * MB

@@ -333,9 +333,13 @@ class Signet:
             in_flight=self.runtime.active if self.runtime else 0,
             grace_s=self.settings.shutdown_grace,
         )
+        grace = self.settings.shutdown_grace
+        deadline = asyncio.get_running_loop().time() + grace
         if self._listener is not None:
             # stops listening, closes idle connections, waits for requests up to the grace
-            await self._listener.drain(self.settings.shutdown_grace)
+            await self._listener.drain(grace)
+        if self.handler is not None:  # WebSocket tunnels: the rest of the grace, then cut
+            await self.handler.tunnels.drain(max(0.0, deadline - asyncio.get_running_loop().time()))
         if self.refresher is not None:
             await self.refresher.stop()
         if self.server_tls is not None:

@@ -191,6 +191,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         body = "buffered" if _needs_body(r) else "streamed"
         print(
             f"  {r.name:<20} {r.prefix:<20} -> {r.upstream}  auth={r.scheme_cls.name}  body={body}"
+            + ("  websocket" if r.websocket else "")
         )
         for field, source in route_secret_sources(settings, i):
             print(f"      {field} <- {source}")

@@ -458,6 +458,13 @@ class RouteModel(_Model):
             " other is 403. Default [x-amz-meta-*, x-amz-checksum-*, x-amz-storage-class, x-amz-tagging]."
         ),
     )
+    websocket: bool = Field(
+        False,
+        description=(
+            "Relay WebSocket handshakes (Upgrade: websocket) on this route, then tunnel the bytes both ways;"
+            " timeout.read is the tunnel's idle timeout. Without it an upgrade request is 400 bad_request."
+        ),
+    )
     timeout: RouteTimeoutModel | None = Field(None, description="Overrides defaults.timeout for this route.")
     max_body_bytes: int | None = Field(
         None, ge=0, description="Overrides defaults.max_body_bytes for this route."
@@ -634,6 +641,7 @@ class Route:
     strip_headers: tuple[str, ...] = ()
     set_headers: Mapping[str, str | Secret] = field(default_factory=dict)
     forward_client_info: bool = False
+    websocket: bool = False  # WebSocket upgrades are relayed and tunnelled (else 400)
     # inbound client name -> its own vendor credentials on this route
     auth_by_client: Mapping[str, tuple[type[AuthScheme], SchemeOptions]] = field(
         default_factory=dict
@@ -1856,6 +1864,7 @@ def _build_settings(
                 strip_headers=tuple(r.strip_headers),
                 set_headers=dict(r.set_headers),
                 forward_client_info=r.forward_client_info,
+                websocket=r.websocket,
                 auth_by_client=by_client,
                 rate_limit=_rate_limit(r.rate_limit),
                 spool_bytes=d.spool_bytes if r.spool_bytes is None else r.spool_bytes,

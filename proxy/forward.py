@@ -46,8 +46,10 @@ from proxy.runtime import RouteRuntime, Runtime
 from proxy.server.gate import upgrade_refusal
 from proxy.server.request import ClientGone, Request
 from proxy.server.respond import ErrorAnswer, Responder, error_answer
+from proxy.tunnel import Tunnels, splice
 from proxy.uploads import BodyReader, UploadSlot
 from proxy.upstream import RequestBodyFailed, UpstreamError, UpstreamResponse
+from proxy.websocket import handshake_headers, switching_head
 
 X_REQUEST_ID = istr("X-Request-Id")
 X_SIGNET_TOKEN = istr("X-Signet-Token")
@@ -79,6 +81,7 @@ class ProxyHandler:
         self.metrics = metrics
         self.body_read_timeout = body_read_timeout
         self._counters: dict[tuple[str, str, str], Any] = {}
+        self.tunnels = Tunnels()  # WebSocket tunnels: drained by Signet.stop, not by the listener
 
     # ------------------------------------------------------------------ entry
 
@@ -100,7 +103,7 @@ class ProxyHandler:
                     raise NoRoute(f"no route matches {_clip(path)}")
                 route, rest = matched
                 info.route = route.name
-                refusal = upgrade_refusal(request)
+                refusal = upgrade_refusal(request, route.name, route.route.websocket)
                 if refusal is not None:
                     raise refusal
                 if client is not None and not self._client_may_use(runtime, client, route.name):
@@ -238,6 +241,11 @@ class ProxyHandler:
         scheme = route.scheme_for(info.client)
 
         out = _responder(request)
+        upgrade = request.upgrade  # past the gate: a WebSocket handshake on a websocket route
+        if upgrade:
+            for name, value in handshake_headers(request.raw_headers):
+                headers.add(name, value)  # hop-by-hop, so stripped above: signed and sent for this case
+            out.close = True  # any answer but a 101 ends the connection (its parser stopped)
         buffered = route.needs_body or route.retries_401
         has_body = request.body_exists
         # Expect: 100-continue, asked now that auth, policy and limits admitted the request:
@@ -301,6 +309,7 @@ class ProxyHandler:
                     expect_continue=expect,
                     on_continue=out.send_continue,
                     on_informational=out.informational,
+                    upgrade=upgrade,
                 )
             except RequestBodyFailed:
                 # the client's side failed: its body stalled, or it went away mid-upload
@@ -336,7 +345,51 @@ class ProxyHandler:
             ):
                 upstream.close()
                 continue
+            if upstream.status == 101:
+                return await self._tunnel(request, upstream, route, rid, info)
             return await self._stream_back(request, upstream, route, rid, info)
+
+    async def _tunnel(
+        self,
+        request: Request,
+        upstream: UpstreamResponse,
+        route: RouteRuntime,
+        rid: str,
+        info: Exchange,
+    ) -> Responder:
+        """After the upstream's 101: relay its head, then carry bytes both ways until both close.
+
+        The request's log line is written when the tunnel ends (bytes each way,
+        its lifetime as duration); the route's read timeout is its idle timeout.
+        """
+        out = _responder(request)
+        assert request.detach is not None
+        head = switching_head(upstream.raw_reason, upstream.raw_headers, rid)
+        up_transport, up_leftover = upstream.detach()
+        client_transport, client_leftover = request.detach()
+        info.status_sent = 101
+        info.response = out
+        try:
+            out.switched(head)
+        except ConnectionError:
+            up_transport.abort()
+            raise _Aborted("client_disconnected", "client disconnected before the 101 was relayed") from None
+        result = await splice(
+            client_transport,
+            up_transport,
+            idle_timeout=route.read_timeout,
+            client_leftover=client_leftover,
+            upstream_leftover=up_leftover,
+            tunnels=self.tunnels,
+        )
+        info.bytes_in, info.bytes_out = result.bytes_in, result.bytes_out
+        if result.outcome == "idle_timeout":
+            info.fail("idle_timeout", f"no byte either way for {route.read_timeout:g}s: tunnel closed")
+        elif result.outcome == "reset":
+            info.fail("tunnel_reset", "a side of the tunnel reset its connection")
+        elif result.outcome == "shutdown":
+            info.fail("shutdown", "Signet stopped: the tunnel was closed after shutdown_grace")
+        return out
 
     async def _read_body(
         self,

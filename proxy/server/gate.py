@@ -4,16 +4,19 @@
   are forward-proxy requests. Until forward-proxy mode serves them, they are
   ``400 bad_request`` and the connection closes (a CONNECT would turn it into
   a tunnel). Forward-proxy mode replaces this function.
-- :func:`upgrade_refusal`: any ``Upgrade`` request (WebSocket or other) is
-  ``400 bad_request`` naming the route option ``websocket: true``, and nothing
-  is forwarded. The WebSocket work wires its handshake in here and then takes
-  the transport over with :meth:`proxy.server.protocol.ProxyConnection.detach`.
+- :func:`upgrade_refusal`: an upgrade request is ``400 bad_request`` naming
+  the route option ``websocket: true``, and nothing is forwarded, unless it is
+  a WebSocket handshake on a route with that option
+  (:func:`proxy.websocket.upgrade_refusal` decides); then the pipeline relays
+  the handshake and takes the transport over with ``Request.detach``
+  (:meth:`proxy.server.protocol.ProxyConnection.detach`).
 """
 
 from __future__ import annotations
 
 from proxy.errors import BadRequest, RequestError
 from proxy.server.request import Request
+from proxy.websocket import upgrade_refusal as websocket_refusal
 
 
 def is_proxy_form(request: Request) -> bool:
@@ -30,11 +33,15 @@ def proxy_form_refusal(request: Request) -> RequestError | None:
     return None
 
 
-def upgrade_refusal(request: Request) -> RequestError | None:
-    """The answer to a request with an ``Upgrade`` header (None: not an upgrade)."""
+def upgrade_refusal(request: Request, route: str, websocket: bool) -> RequestError | None:
+    """The answer to an upgrade request (None: not an upgrade, or a WebSocket the route relays)."""
     if not request.upgrade:
         return None
-    return BadRequest(
-        "protocol upgrades (Upgrade header) are not forwarded: a WebSocket needs a route "
-        "with 'websocket: true'"
+    return websocket_refusal(
+        route=route,
+        websocket=websocket,
+        method=request.method,
+        http11=request.http11,
+        has_body=request.body_exists,
+        raw_headers=request.raw_headers,
     )

@@ -103,6 +103,7 @@ class ProxyConnection(asyncio.Protocol):
         self._active: Request | None = None
         self._closing = False  # answer what is owed, then close
         self._detached = False
+        self._upgrading = False
         self._header_timer: asyncio.TimerHandle | None = None
         self._idle_timer: asyncio.TimerHandle | None = None
         self._in_head = False  # a head has begun and is not complete
@@ -153,6 +154,9 @@ class ProxyConnection(asyncio.Protocol):
     # ------------------------------------------------------------ scanner
 
     def data_received(self, data: bytes) -> None:
+        if self._upgrading:  # past an upgrade head: the tunnel's bytes, kept until detach()
+            self._leftover += data
+            return
         self._idle_since = 0.0
         pos = 0
         n = len(data)
@@ -227,6 +231,7 @@ class ProxyConnection(asyncio.Protocol):
         except httptools.HttpParserUpgrade as exc:  # CONNECT or Upgrade: the rest is not HTTP
             self._leftover = piece[int(exc.args[0]) :] + data[end:]
             self._scan = _STOP
+            self._upgrading = True  # a read already under way lands in _leftover
             if self.flow is not None:  # later bytes wait in the kernel for detach()'s new protocol
                 self.flow.pause_reading("upgrade")
             return False
@@ -294,6 +299,8 @@ class ProxyConnection(asyncio.Protocol):
             peer=self._peer,
         )
         request.responder = Responder(self.transport, self.flow, request)
+        if request.upgrade:
+            request.detach = self.detach
         self._current = request
         # the scanner's next piece: the body, or the next head
         self._head_len = self._line_len = 0

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from multidict import CIMultiDict
@@ -46,6 +47,7 @@ class Request:
         "body_expected",
         "body_received",
         "content_length",
+        "detach",
         "expect_continue",
         "http11",
         "keep_alive",
@@ -83,6 +85,8 @@ class Request:
         self.scheme = scheme
         self.peer = peer  # the verified client certificate of a listen_tls connection, if any
         self.responder: Responder | None = None  # set by the connection before the pipeline runs
+        # an upgrade request: takes the connection's transport over (set by the connection)
+        self.detach: Callable[[], tuple[asyncio.Transport, bytes]] | None = None
         self._flow = flow
         self._headers: CIMultiDict[str] | None = None
         self.content_length: int | None = None

@@ -124,6 +124,16 @@ class Responder:
         parts.append(b"\r\n")
         self._write(b"".join(parts))
 
+    def switched(self, head: bytes) -> None:
+        """The upstream's ``101`` head, as built by :func:`proxy.websocket.switching_head`.
+
+        The connection is a tunnel from here on: no other answer follows it.
+        """
+        self.started = True
+        self.status = 101
+        self.close = True
+        self._write(head)
+
     # ------------------------------------------------------- relayed answer
 
     def start(

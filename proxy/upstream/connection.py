@@ -10,7 +10,10 @@ request with :meth:`send`, awaits :meth:`head`, then pulls body chunks with
 Strictness is llhttp's (no lenient flags): a space before a colon, control
 bytes in a value, ``Content-Length`` with ``Transfer-Encoding``, two lengths,
 bare LF and folded headers all fail the exchange as :class:`Malformed`. A
-``101`` is always unsolicited (Signet never asks to upgrade).
+``101`` is unsolicited, and malformed, unless the exchange was begun with
+``upgrade=True`` (a WebSocket handshake): then the 101 ends the HTTP exchange,
+reading pauses, and :meth:`detach` hands the transport (plus any bytes that
+came after the head) to the tunnel. An upgraded connection is never pooled.
 
 Interim answers: a 1xx other than 101 is handed to ``on_informational`` (the
 listener relays 103 Early Hints) and skipped; a ``100`` also starts a body
@@ -93,6 +96,10 @@ class UpstreamConnection(asyncio.Protocol):
         self._write_paused = False
         self._drain_waiter: asyncio.Future[None] | None = None
         self._upload: asyncio.Task[None] | None = None
+        # upgrade (WebSocket handshake): asked for by begin(), done on a 101
+        self._upgrade = False
+        self.upgraded = False
+        self._leftover = b""  # bytes after the 101 head, for the tunnel
 
     # ------------------------------------------------------------ protocol
 
@@ -100,6 +107,9 @@ class UpstreamConnection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]  # uvloop's is not an asyncio.Transport
 
     def data_received(self, data: bytes) -> None:
+        if self.upgraded:  # past the 101: no longer HTTP, kept for the tunnel
+            self._leftover += data
+            return
         if not self._active or self._complete:
             # bytes nobody asked for: never let them become the next client's answer
             self._reusable = False
@@ -113,8 +123,11 @@ class UpstreamConnection(asyncio.Protocol):
         assert parser is not None
         try:
             parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            self._fail(Malformed("sent a malformed HTTP response (an unsolicited 101 upgrade)"))
+        except httptools.HttpParserUpgrade as upgrade:
+            if self._upgrade and self.status == 101:
+                self._switched(data[upgrade.args[0] :])
+            else:
+                self._fail(Malformed("sent a malformed HTTP response (an unsolicited 101 upgrade)"))
         except httptools.HttpParserError as exc:
             if self._complete:  # bytes past a complete answer: keep the answer, drop the connection
                 self._reusable = False
@@ -164,7 +177,7 @@ class UpstreamConnection(asyncio.Protocol):
         if self._complete:  # a second answer in the same bytes: never relayed
             self._reusable = False
             return
-        self.reason = reason
+        self.reason += reason  # llhttp may hand the reason over in pieces (one per segment)
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if self._complete:
@@ -187,18 +200,19 @@ class UpstreamConnection(asyncio.Protocol):
         parser = self._parser
         assert parser is not None
         status = parser.get_status_code()
-        if 100 <= status < 200:
+        if 100 <= status < 200 and not (status == 101 and self._upgrade):
             if status != 101:  # 1xx: interim, relayed and skipped; 101 raises HttpParserUpgrade
                 if status == 100:
                     self._resolve_continue(True)
                 elif self.on_informational is not None:
                     self.on_informational(status, self.reason, self.headers)
                 self.headers = []
+                self.reason = b""
                 self._framed = self.has_length = False
             return
         self.status = status
         self.version = parser.get_http_version()
-        if not parser.should_keep_alive():
+        if not parser.should_keep_alive() or status == 101:
             self._reusable = False
         self._head_done = True
         self._resolve_continue(False)  # a final answer first: the held-back body is never sent
@@ -228,9 +242,10 @@ class UpstreamConnection(asyncio.Protocol):
 
     # ------------------------------------------------------------ exchange
 
-    def begin(self, no_body: bool, read_timeout: float) -> None:
-        """Start an exchange on this (idle or new) connection."""
+    def begin(self, no_body: bool, read_timeout: float, upgrade: bool = False) -> None:
+        """Start an exchange on this (idle or new) connection; ``upgrade``: a 101 may end it."""
         self.exchanges += 1
+        self._upgrade = upgrade
         self._active = True
         if self._parser is None:  # kept from the last exchange only if llhttp ended it cleanly
             self._parser = httptools.HttpResponseParser(self)
@@ -241,6 +256,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._chunks.clear()
         self._buffered = 0
         self.status = 0
+        self.reason = b""
         self.headers = []
         self.trailers = []
         self.on_informational = None
@@ -423,6 +439,25 @@ class UpstreamConnection(asyncio.Protocol):
             if self.transport is not None:
                 self.transport.abort()
 
+    def detach(self) -> tuple[asyncio.Transport, bytes]:
+        """After a 101: the transport (reading paused) and the bytes read past the head.
+
+        The connection lets go of both; the caller owns the transport from now on.
+        """
+        transport = self.transport
+        if not self.upgraded or transport is None:
+            raise RuntimeError("detach() needs a connection upgraded by a 101")
+        leftover, self._leftover = self._leftover, b""
+        self.transport = None
+        self.closed = True
+        self._reusable = False
+        self._active = False
+        self._parser = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        return transport, leftover
+
     @property
     def reusable(self) -> bool:
         return self._reusable and not self.closed
@@ -443,6 +478,18 @@ class UpstreamConnection(asyncio.Protocol):
             head.set_result(None)
         self._wake()
         self.close()
+
+    def _switched(self, rest: bytes) -> None:
+        """The 101 head is complete: what follows is the new protocol's, left unread."""
+        self.upgraded = True
+        self._complete = True
+        self._leftover = rest
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self.transport is not None:
+            self.transport.pause_reading()  # the tunnel resumes it
+        self._wake()
 
     def _arm_read_timer(self) -> None:
         """Start the read clock. One timer serves every exchange of a keep-alive connection:

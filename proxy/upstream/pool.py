@@ -140,6 +140,16 @@ class UpstreamResponse:
     async def read(self) -> bytes:
         return await self._conn.read()
 
+    def detach(self) -> tuple[asyncio.Transport, bytes]:
+        """After a ``101`` to an upgrade request: the upstream's transport (reading
+        paused) and the bytes it sent past the head. Never pooled: the caller
+        owns the transport and must close it."""
+        if self._done or self.status != 101:
+            raise RuntimeError("only an unconsumed 101 answer can be detached")
+        self._done = True
+        self._pool._active.discard(self._conn)
+        return self._conn.detach()
+
     def release(self) -> None:
         """Done with the answer: pooled if it ended cleanly, else closed."""
         if not self._done:
@@ -200,6 +210,7 @@ class Pool:
         expect_continue: bool = False,
         on_continue: Callable[[], None] | None = None,
         on_informational: Informational | None = None,
+        upgrade: bool = False,
     ) -> UpstreamResponse:
         """Send one request and return its answer's head (the body is read from the response).
 
@@ -209,6 +220,8 @@ class Pool:
         and holds the body back until the upstream's 100 (see
         :meth:`UpstreamConnection.send`); ``on_informational`` receives the
         upstream's other 1xx answers (status, reason, raw headers).
+        ``upgrade``: the request asks to switch protocols (its headers carry
+        ``Upgrade``); a ``101`` is then the answer, to :meth:`UpstreamResponse.detach`.
         """
         if self._absolute:  # only for a proxy without credentials: nothing secret in this head
             target = self._prefix + target
@@ -228,7 +241,7 @@ class Pool:
             # a retry always opens a fresh connection: the other idle ones may be as stale
             conn = (None if retried else self._take_idle()) or await self._connect(connect_timeout)
             self._active.add(conn)
-            conn.begin(no_body, read_timeout)
+            conn.begin(no_body, read_timeout, upgrade)
             conn.on_informational = on_informational
             try:
                 await conn.send(head, body, length, expect=expect, on_continue=on_continue)

@@ -41,6 +41,7 @@ CONTRACT = {  # status -> codes Signet may answer it with (contract: "Errors Sig
     403: {"forbidden"},
     404: {"no_route"},
     407: {"proxy_auth_required"},
+    408: {"body_timeout"},  # a declared body that never (fully) arrives
     413: {"body_too_large"},
     414: {"uri_too_long"},
     431: {"headers_too_large"},

@@ -20,6 +20,7 @@ from proxy.admission import build_admission
 from proxy.auth import AuthScheme, SchemeContext
 from proxy.clock import SYSTEM_CLOCK, Clock
 from proxy.config import Client, Route, Settings
+from proxy.forward_proxy.mode import ForwardMode
 from proxy.headers import stripped_names
 from proxy.metrics import Metrics
 from proxy.redislimit import shared_limit_store
@@ -96,6 +97,11 @@ class Runtime:
         self.admission = build_admission(  # allow rules, rate limits
             settings, metrics, shared_limit_store(self.state, settings)
         )
+        # forward-proxy mode (CONNECT, absolute-form): route hosts and leaf certificates
+        self.forward: ForwardMode | None = None
+        if settings.forward_proxy is not None:
+            self.forward = ForwardMode(settings.forward_proxy, settings.routes)
+        self.by_name: dict[str, RouteRuntime] = {}
 
     def _pool_for(self, route: Route) -> Pool:
         key = (route.origin, route.tls, route.egress)
@@ -155,6 +161,7 @@ class Runtime:
             raise
         self.routes = built
         self.table = PrefixTable((r.route.prefix, r) for r in built)
+        self.by_name = {r.name: r for r in built}
 
     def secret_values(self) -> set[str]:
         values = set(self.settings.secret_values)
@@ -191,6 +198,8 @@ class Runtime:
             await self.admission.close()
         if self.state is not None:
             await self.state.close()
+        if self.forward is not None:
+            self.forward.close()
 
 
 async def _client_schemes(route: Route, context: SchemeContext) -> dict[str, AuthScheme]:

@@ -5,9 +5,9 @@ host, valid for a short time (:data:`LEAF_LIFETIME`): a leaked leaf is worth
 little, and nothing needs revoking. A leaf is renewed once less than a third of
 its life is left, so a long-running Signet never serves an expired one.
 
-The ``ssl`` module loads a certificate only from a file, so each new leaf is
-written to a private directory (0700, the key 0600), loaded into its own
-server context and unlinked at once. The contexts are kept in a bounded LRU
+The ``ssl`` module loads a certificate only from a path, so each new leaf is
+handed over through an anonymous memory file (Linux) or a private 0600 file
+unlinked at once (elsewhere), into its own server context. The contexts are kept in a bounded LRU
 cache; route hosts are few, so in practice each is minted once a day.
 """
 
@@ -129,14 +129,7 @@ class LeafCertificates:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         context.set_alpn_protocols(["http/1.1"])
-        path = os.path.join(self._private_dir(), f"leaf-{self.minted}.pem")
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(pem)
-            context.load_cert_chain(path)
-        finally:
-            os.unlink(path)
+        _load_pem(context, pem, self._private_dir)
         context.sni_callback = _sni_check(host)
         return context
 
@@ -150,6 +143,32 @@ class LeafCertificates:
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None
+
+
+def _load_pem(context: ssl.SSLContext, pem: bytes, private_dir: Callable[[], str]) -> None:
+    """Load key + certificate PEM into ``context`` without leaving them on a disk.
+
+    On Linux the PEM goes into an anonymous memory file (``memfd_create``), read
+    back by path through /proc: nothing is written to a file system, so a
+    container's root can stay read-only. Elsewhere: a 0600 file in a private
+    0700 directory, unlinked at once.
+    """
+    if hasattr(os, "memfd_create") and os.path.isdir("/proc/self/fd"):
+        fd = os.memfd_create("signet-leaf", getattr(os, "MFD_CLOEXEC", 0))
+        try:
+            os.write(fd, pem)
+            context.load_cert_chain(f"/proc/self/fd/{fd}")
+        finally:
+            os.close(fd)
+        return
+    path = os.path.join(private_dir(), f"leaf-{os.urandom(8).hex()}.pem")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(pem)
+        context.load_cert_chain(path)
+    finally:
+        os.unlink(path)
 
 
 def _sni_check(host: str) -> Callable[[ssl.SSLObject, str | None, ssl.SSLContext], int | None]:

@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from proxy.config import load_config_text
+from proxy.forward_proxy.ca import write_ca
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 BLOCKS = re.findall(r"```yaml\n(.*?)```", README.read_text(), re.S)
@@ -60,6 +61,11 @@ def test_readme_yaml_example_loads(index: int, tmp_path: Path, monkeypatch: pyte
         monkeypatch.setenv(name, value)
     for text in configs(BLOCKS[index]):
         text = re.sub(r"(spool_dir:) *\S+", rf"\1 {tmp_path}", text)
+        if "forward_proxy:" in text:  # the CA files a reader creates with `signet ca init`
+            cert, key = (tmp_path / "ca" / "ca.pem", tmp_path / "ca" / "ca-key.pem")
+            if not cert.exists():
+                write_ca(tmp_path / "ca")
+            text = re.sub(r"[^\s,{}]*/ca-key\.pem", str(key), re.sub(r"[^\s,{}]*/ca\.pem", str(cert), text))
         for name in re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", text):
             value = "redis://127.0.0.1:6379/0" if "REDIS" in name else f"readme-{name.lower()}-value"
             env.setdefault(name, value)

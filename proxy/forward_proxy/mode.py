@@ -70,30 +70,30 @@ class ForwardMode:
     def admit_connect(
         self, target: str, headers: Headers, clients: Sequence[Client] | None
     ) -> ConnectAdmitted:
-        """Check a CONNECT: 400 bad target, 407/403 inbound auth, 403 host, port or route list."""
+        """Check a CONNECT: 400 bad target, 407/403 inbound auth, 403 host or port.
+
+        The client's route list is checked by the caller (:func:`may_use`), which
+        also counts the denial with the other policy refusals.
+        """
         host, port = parse_authority(target)
         client = proxy_client(clients, headers)
         route = self.hosts.route_for(host, port)  # Forbidden: a route host on another port
-        if route is None:
-            if not self.tunnel_other_hosts:
-                raise Forbidden(
-                    f"{_shown(host)} is the host of no route (forward_proxy.other_hosts: refuse)"
-                )
-        elif not may_use(clients, client, route):
-            raise Forbidden(f"client {client!r} may not use route {route!r}", route=route)
+        if route is None and not self.tunnel_other_hosts:
+            raise Forbidden(f"{_shown(host)} is the host of no route (forward_proxy.other_hosts: refuse)")
         return ConnectAdmitted(Binding(host, port, client, "connect"), route)
 
     def admit_absolute(
         self, target: str, headers: Headers, clients: Sequence[Client] | None
     ) -> tuple[Binding, str, str]:
-        """Check an absolute-form request: its binding, route name and origin-form path and query."""
+        """Check an absolute-form request: its binding, route name and origin-form path and query.
+
+        As for CONNECT, the client's route list is the caller's to check.
+        """
         parsed = parse_absolute(target)
         client = proxy_client(clients, headers)
         route = self.hosts.route_for(parsed.host, parsed.port)
         if route is None:
             raise Forbidden(f"{_shown(parsed.host)} is the host of no route")
-        if not may_use(clients, client, route):
-            raise Forbidden(f"client {client!r} may not use route {route!r}", route=route)
         return Binding(parsed.host, parsed.port, client, "absolute"), route, parsed.path_query
 
     def route_of(self, binding: Binding) -> str:

@@ -134,13 +134,20 @@ _PROXY_VARS = {"https_proxy", "http_proxy", "all_proxy", "no_proxy", "ssl_cert_f
                "curl_ca_bundle", "aws_ca_bundle", "node_extra_ca_certs"}
 
 
-async def run(argv: list[str], env: dict[str, str], timeout: float = 120) -> tuple[int, str, str]:
+async def run(
+    argv: list[str], env: dict[str, str], timeout: float = 120, stdin: bytes = b""
+) -> tuple[int, str, str]:
     """A client as its own process (its own trust settings, its own event loop)."""
     proc = await asyncio.create_subprocess_exec(
-        *argv, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=str(ROOT)
+        *argv,
+        env=env,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=str(ROOT),
     )
     try:
-        out, err = await asyncio.wait_for(proc.communicate(), timeout)
+        out, err = await asyncio.wait_for(proc.communicate(stdin), timeout)
     except TimeoutError:
         proc.kill()
         await proc.wait()
@@ -159,7 +166,8 @@ def forward_signet(
 ) -> Callable[..., Any]:
     """Start `signet serve` with forward_proxy on and these routes."""
 
-    def start(routes: list[dict[str, Any]], **kw: Any) -> Any:
-        return signet_process(forward_config(signet_ca, vendor_tls[1], routes, **kw), env=SECRETS_ENV)
+    def start(routes: list[dict[str, Any]], extra_env: dict[str, str] | None = None, **kw: Any) -> Any:
+        config = forward_config(signet_ca, vendor_tls[1], routes, **kw)
+        return signet_process(config, env={**SECRETS_ENV, **(extra_env or {})})
 
     return start

@@ -3,9 +3,9 @@
 A :class:`Signet` is one proxy instance: tests start it in-process on port 0,
 ``signet serve`` and each ``--workers`` worker run it under
 :func:`serve_until_stopped` (signals, reload, drain).
-The proxy listener uses aiohttp's low-level ``web.Server`` (no router, no
-middlewares, no access log: Signet writes its own line), the admin listener a
-plain ``web.Application``.
+The proxy listener is Signet's own (:mod:`proxy.server`, an asyncio Protocol
+on llhttp started with ``loop.create_server``); the admin listener is a plain
+aiohttp ``web.Application``.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import gc
 import inspect
 import os
 import signal
+import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -27,9 +28,9 @@ from proxy.forward import ProxyHandler
 from proxy.headers import hide_server_version
 from proxy.log import REDACTOR, get_logger
 from proxy.metrics import Metrics
-from proxy.protocol import SignetServer
 from proxy.refresh import SecretRefresher
 from proxy.runtime import Runtime
+from proxy.server import Listener
 from proxy.serving import os_reason
 from proxy.vault import VaultClients
 
@@ -76,21 +77,26 @@ class Signet:
         clock: Clock = SYSTEM_CLOCK,
         metrics: Metrics | None = None,
         config_path: str | None = None,
-        reuse_port: bool = False,
         tune_gc: bool = False,
         vault_clients: VaultClients | None = None,
+        listen_sock: socket.socket | None = None,
+        serve_admin: bool = True,
     ) -> None:
+        """``listen_sock``: an already bound and listening socket to serve instead of
+        binding ``listen`` (a worker gets its supervisor's); ``serve_admin=False``:
+        this process opens no admin listener."""
         self.settings = settings
         self.clock = clock
         self.metrics = metrics or Metrics()
         self.config_path = config_path
-        self.reuse_port = reuse_port
+        self.listen_sock = listen_sock
+        self.serve_admin = serve_admin
         self.tune_gc = tune_gc  # the serving process (signet serve, a worker), not tests
         self.ready = False
         self.draining = False
         self.runtime: Runtime | None = None
         self.handler: ProxyHandler | None = None
-        self._proxy_runner: web.ServerRunner | None = None
+        self._listener: Listener | None = None
         self._admin_runner: web.AppRunner | None = None
         self._retiring: set[asyncio.Task[None]] = set()
         self._reload_lock = asyncio.Lock()
@@ -135,28 +141,17 @@ class Signet:
         self.handler = ProxyHandler(
             runtime, self.metrics, body_read_timeout=limits.body_read_timeout
         )
-        server = SignetServer(
-            self.handler,
-            request_header_timeout=limits.request_header_timeout,
-            max_head_bytes=limits.max_head_bytes,
-            handler_cancellation=True,  # a client that leaves cancels its upstream request
-            access_log=None,
-            max_line_size=limits.max_url_length,
-            max_field_size=limits.max_header_bytes,
-            max_headers=limits.max_headers,
-            keepalive_timeout=limits.keepalive_timeout,
-        )
-        self._proxy_runner = web.ServerRunner(
-            server, shutdown_timeout=self.settings.shutdown_grace, handle_signals=False
-        )
-        await self._proxy_runner.setup()
+        listener = Listener(self.handler, limits)
         host, port = self.settings.listen
-        site = web.TCPSite(
-            self._proxy_runner, host, port, reuse_port=self.reuse_port or None, backlog=1024
-        )
-        await _start_site(site, "listen", self.settings.listen)
-        self.proxy_address = _bound(self._proxy_runner)
+        try:
+            await listener.start(host, port, self.listen_sock)
+        except OSError as exc:
+            raise ListenError("listen", self.settings.listen, os_reason(exc)) from None
+        self._listener = listener
+        self.proxy_address = listener.address
 
+        if not self.serve_admin:
+            return
         admin = web.Application()
         admin.on_response_prepare.append(hide_server_version)
         admin.router.add_get("/healthz", self._healthz)
@@ -165,21 +160,25 @@ class Signet:
         self._admin_runner = web.AppRunner(admin, access_log=None, handle_signals=False)
         await self._admin_runner.setup()
         ahost, aport = self.settings.admin_listen
-        admin_site = web.TCPSite(
-            self._admin_runner, ahost, aport, reuse_port=self.reuse_port or None
-        )
+        admin_site = web.TCPSite(self._admin_runner, ahost, aport)
         await _start_site(admin_site, "admin_listen", self.settings.admin_listen)
         self.admin_address = _bound(self._admin_runner)
 
     async def _close_partial(self) -> None:
         """Undo a start that failed half-way (no unclosed sessions, no bound sockets)."""
-        for runner in (self._proxy_runner, self._admin_runner):
-            if runner is not None:
-                await runner.cleanup()
-        self._proxy_runner = self._admin_runner = None
+        if self._listener is not None:
+            await self._listener.drain(0)
+        if self._admin_runner is not None:
+            await self._admin_runner.cleanup()
+        self._listener = self._admin_runner = None
         if self.runtime is not None:
             await self.runtime.close()
             self.runtime = None
+
+    @property
+    def listener(self) -> Listener | None:
+        """The proxy listener (its ``connections`` are the live client connections)."""
+        return self._listener
 
     @property
     def proxy_url(self) -> str:
@@ -309,10 +308,9 @@ class Signet:
             in_flight=self.runtime.active if self.runtime else 0,
             grace_s=self.settings.shutdown_grace,
         )
-        if self._proxy_runner is not None:
-            await (
-                self._proxy_runner.cleanup()
-            )  # stops listening, waits for handlers up to the grace
+        if self._listener is not None:
+            # stops listening, closes idle connections, waits for requests up to the grace
+            await self._listener.drain(self.settings.shutdown_grace)
         if self.refresher is not None:
             await self.refresher.stop()
         for task in list(self._retiring):

@@ -106,6 +106,18 @@ class BadRequest(RequestError):
     status, code = 400, "bad_request"
 
 
+class UriTooLong(RequestError):
+    """A request line over ``limits.max_url_length``."""
+
+    status, code = 414, "uri_too_long"
+
+
+class HeadersTooLarge(RequestError):
+    """Too many headers, a header line too long, or a head over ``limits.max_head_bytes``."""
+
+    status, code = 431, "headers_too_large"
+
+
 class Forbidden(RequestError):
     status, code = 403, "forbidden"
 

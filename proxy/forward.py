@@ -4,24 +4,23 @@ One :class:`ProxyHandler` serves every proxied request. It reads the current
 :class:`~proxy.runtime.Runtime` once per request, so a reload swaps routes
 atomically without touching requests already running.
 
-Byte exactness: the path and query are taken from ``request.raw_path`` and
-given to aiohttp as ``yarl.URL(..., encoded=True)``, so ``%2F`` stays ``%2F``
-and the query keeps its order; a scheme signs exactly those strings.
+Byte exactness: the path and query are taken from ``request.raw_path`` (the
+target exactly as the client sent it) and sent upstream as they are, so
+``%2F`` stays ``%2F`` and the query keeps its order; a scheme signs exactly
+those strings. Request bodies are never decoded (``Content-Encoding`` is the
+client's business): what is signed is what is sent.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hmac
-import json
 import logging
 import random
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
-from aiohttp import web
 from multidict import istr
 
 from proxy.auth import AuthScheme, UpstreamRequest
@@ -37,24 +36,21 @@ from proxy.errors import (
     SpoolFailed,
 )
 from proxy.exchange import Exchange, prepare
-from proxy.headers import RESPONSE_STRIPPED, SERVER_NAME, upstream_headers
+from proxy.headers import upstream_headers
 from proxy.log import enabled as log_enabled
 from proxy.log import request_line
 from proxy.metrics import Metrics, status_class
 from proxy.neterrors import mid_body_failure, upstream_failure
 from proxy.routes import check_request_target
 from proxy.runtime import RouteRuntime, Runtime
+from proxy.server.gate import upgrade_refusal
+from proxy.server.request import ClientGone, Request
+from proxy.server.respond import ErrorAnswer, Responder, error_answer
 from proxy.upstream import RequestBodyFailed, UpstreamError, UpstreamResponse
 
 X_REQUEST_ID = istr("X-Request-Id")
-X_SIGNET_ERROR = istr("X-Signet-Error")
 X_SIGNET_TOKEN = istr("X-Signet-Token")
 PROXY_AUTHORIZATION = istr("Proxy-Authorization")
-CONNECTION = istr("Connection")
-CONTENT_LENGTH = istr("Content-Length")
-SERVER = istr("Server")
-_PLAIN_CONNECTION = frozenset({"keep-alive", "close"})  # name no other header
-CONTENT_TYPE = istr("Content-Type")
 
 
 class _BodyStalled(BadRequest):
@@ -74,32 +70,8 @@ class _Aborted(Exception):
         self.reason = reason
 
 
-class _ProxyResponse(web.StreamResponse):
-    """A streamed response whose head goes out in the same write as the first body bytes.
-
-    aiohttp's StreamResponse sends the head on ``prepare()`` (one send syscall)
-    and each body chunk in another; ``web.Response`` already buffers the head
-    like this. ``_stream_back`` flushes the head at once when no body bytes are
-    waiting, so a slow upstream body never delays the client's status line.
-    """
-
-    _send_headers_immediately = False
-    keep_server = True  # False: the upstream sent no Server header, so none is added
-    keep_content_type = True  # False: the upstream sent no Content-Type either
-
-    async def _prepare_headers(self) -> None:
-        # aiohttp adds "Server: Python/x aiohttp/y" to every response, and
-        # "Content-Type: application/octet-stream" to one with a body; a relayed
-        # answer carries the upstream's own values or none at all
-        await super()._prepare_headers()
-        if not self.keep_server:
-            self.headers.popall(SERVER, None)
-        if not self.keep_content_type:
-            self.headers.popall(CONTENT_TYPE, None)
-
-
 class ProxyHandler:
-    """The aiohttp low-level handler for the proxy listener."""
+    """The pipeline the proxy listener (:mod:`proxy.server`) runs for each request."""
 
     def __init__(self, runtime: Runtime, metrics: Metrics, body_read_timeout: float = 60.0) -> None:
         self.runtime = runtime
@@ -109,7 +81,7 @@ class ProxyHandler:
 
     # ------------------------------------------------------------------ entry
 
-    async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
+    async def __call__(self, request: Request) -> ErrorAnswer | Responder:
         started = time.perf_counter()
         runtime = self.runtime
         runtime.acquire()
@@ -127,6 +99,9 @@ class ProxyHandler:
                     raise NoRoute(f"no route matches {_clip(path)}")
                 route, rest = matched
                 info.route = route.name
+                refusal = upgrade_refusal(request)
+                if refusal is not None:
+                    raise refusal
                 if client is not None and not self._client_may_use(runtime, client, route.name):
                     runtime.admission.denied(route.name, client)
                     raise Forbidden(
@@ -154,13 +129,14 @@ class ProxyHandler:
                 status = exc.status
                 info.fail(exc.code, exc.message)
                 # the client's body was left half-read: close rather than read it on
-                close = isinstance(exc, BodyTooLarge | _BodyStalled | SpoolFailed)
+                # and after a malformed request (400), nothing more is read from that client
+                close = isinstance(exc, BodyTooLarge | BadRequest | SpoolFailed) or request.upgrade
                 return error_response(exc, rid, close=close)
             except _Aborted as exc:
                 status = info.status_sent or 502
                 info.fail(exc.code, exc.reason)
                 response = info.response
-                assert isinstance(response, web.StreamResponse)
+                assert isinstance(response, Responder)
                 return response
         except asyncio.CancelledError:
             info.fail("client_disconnected", "client disconnected before the response was complete")
@@ -177,7 +153,7 @@ class ProxyHandler:
 
     @staticmethod
     def _log(
-        request: web.BaseRequest,
+        request: Request,
         info: Exchange,
         status: int,
         started: float,
@@ -207,7 +183,7 @@ class ProxyHandler:
     # ------------------------------------------------------- inbound clients
 
     @staticmethod
-    def _authenticate(runtime: Runtime, request: web.BaseRequest) -> str | None:
+    def _authenticate(runtime: Runtime, request: Request) -> str | None:
         clients = runtime.clients
         if clients is None:
             return None
@@ -224,7 +200,7 @@ class ProxyHandler:
                 "this Signet requires a client token: send 'Proxy-Authorization: Bearer <token>' "
                 "or 'X-Signet-Token: <token>'"
             )
-        # aiohttp decodes header bytes as UTF-8 with surrogateescape: a token with
+        # header values are decoded as UTF-8 with surrogateescape: a token with
         # bytes that are not UTF-8 can match no client, so it is an unknown token
         given = presented.encode("utf-8", "surrogateescape")
         found = None
@@ -246,28 +222,34 @@ class ProxyHandler:
 
     async def _forward(
         self,
-        request: web.BaseRequest,
+        request: Request,
         route: RouteRuntime,
         rest: str,
         query: str,
         rid: str,
         info: Exchange,
-    ) -> web.StreamResponse:
+    ) -> Responder:
         client_info = None
         if route.route.forward_client_info:
             client_info = (request.remote or "", request.scheme)
         headers = upstream_headers(request.headers, route, rid, client_info)
         scheme = route.scheme_for(info.client)
 
+        out = _responder(request)
         buffered = route.needs_body or route.retries_401
+        has_body = request.body_exists
+        # Expect: 100-continue, asked now that auth, policy and limits admitted the request:
+        # a body read whole (to sign it) is asked for by Signet; a streamed one goes on to the
+        # upstream with the same expectation, so its early refusal arrives before the upload
+        expect = has_body and request.expect_continue and request.http11
         if buffered:
             _check_declared_length(request, route)  # before 100-continue: refuse unsent bodies
-        if request.headers.get("Expect", "").lower() == "100-continue":
-            await _send_continue(request)
+            if expect:
+                out.send_continue()
+                expect = False
 
         body: SignedBody | None = None
         stream = None
-        has_body = request.body_exists
         if buffered:
             if has_body:
                 head = UpstreamRequest(
@@ -303,6 +285,9 @@ class ProxyHandler:
                     length=length,
                     connect_timeout=route.connect_timeout,
                     read_timeout=route.read_timeout,
+                    expect_continue=expect,
+                    on_continue=out.send_continue,
+                    on_informational=out.informational,
                 )
             except RequestBodyFailed:
                 # the client's side failed: its body stalled, or it went away mid-upload
@@ -339,7 +324,7 @@ class ProxyHandler:
 
     async def _read_body(
         self,
-        request: web.BaseRequest,
+        request: Request,
         route: RouteRuntime,
         scheme: AuthScheme,
         head: UpstreamRequest,
@@ -358,13 +343,16 @@ class ProxyHandler:
             scheme.body_digests,
             scheme.body_prefix(head) if scheme.needs_body else None,
         )
-        content = request.content
         try:
             while True:
                 try:
-                    chunk = await asyncio.wait_for(content.readany(), self.body_read_timeout)
+                    chunk = await asyncio.wait_for(request.read(), self.body_read_timeout)
                 except TimeoutError:
                     raise _client_timeout(route) from None
+                except ClientGone:
+                    raise _BodyStalled(
+                        "the request body could not be read (client disconnected?)", route=route.name
+                    ) from None
                 if not chunk:
                     break
                 if spooler.size + len(chunk) > limit:
@@ -380,41 +368,34 @@ class ProxyHandler:
 
     async def _stream_back(
         self,
-        request: web.BaseRequest,
+        request: Request,
         upstream: UpstreamResponse,
         route: RouteRuntime,
         rid: str,
         info: Exchange,
-    ) -> web.StreamResponse:
+    ) -> Responder:
         try:
-            response = _ProxyResponse(status=upstream.status, reason=upstream.reason or None)
-            out = response.headers
-            fields = upstream.headers
-            hop = RESPONSE_STRIPPED
-            for name, value in fields:  # every Connection header names more hop-by-hop ones
-                if name.lower() == "connection" and value.lower() not in _PLAIN_CONNECTION:
-                    hop = hop | {t.strip().lower() for t in value.split(",")}
-            for name, value in fields:
-                if name.lower() not in hop:
-                    out.add(name, value)
-            out[X_REQUEST_ID] = rid
-            response.keep_server = SERVER in out
-            response.keep_content_type = CONTENT_TYPE in out
-            if request.version < aiohttp.HttpVersion11 and CONTENT_LENGTH not in out:
-                response.force_close()  # HTTP/1.0 sees the end of a length-less body by the close
+            out = _responder(request)
+            # the upstream's status line and headers in its own bytes, minus hop-by-hop ones
+            out.start(
+                upstream.status,
+                upstream.raw_reason,
+                upstream.raw_headers,
+                rid,
+                framed_by_length=upstream.has_length,
+            )
             info.status_sent = upstream.status
-            info.response = response
-            await response.prepare(request)  # head buffered: leaves with the first body bytes
+            info.response = out
             written = 0
             try:
                 chunk = upstream.read_nowait()  # what arrived with the upstream's head
                 if not chunk and not upstream.at_eof:
-                    await response.write(b"")  # nothing yet: send the head now, never hold it
+                    out.flush()  # nothing yet: send the head now, never hold it
                     chunk = await upstream.read()
                 while chunk:
                     try:
-                        await response.write(chunk)
-                    except ConnectionError:  # includes aiohttp's ClientConnectionResetError
+                        await out.write(chunk)  # waits while the client is slow
+                    except ConnectionError:
                         raise _Aborted(
                             "client_disconnected", "client disconnected mid-response"
                         ) from None
@@ -422,10 +403,13 @@ class ProxyHandler:
                     info.bytes_out = written  # kept current: every way out logs it
                     chunk = await upstream.read()
             except UpstreamError as exc:
-                _abort(request)  # the client must see a truncated response, not a complete one
+                out.abort()  # the client must see a truncated response, not a complete one
                 raise _Aborted(*mid_body_failure(exc, route.read_timeout)) from None
-            await response.write_eof()
-            return response
+            try:
+                out.finish(upstream.trailers)  # trailers stay trailers (chunked HTTP/1.1 only)
+            except ConnectionError:
+                raise _Aborted("client_disconnected", "client disconnected mid-response") from None
+            return out
         finally:
             if upstream.at_eof:
                 upstream.release()  # back to the pool for keep-alive, if it ended cleanly
@@ -459,21 +443,15 @@ class ProxyHandler:
 # ------------------------------------------------------------------- helpers
 
 
-def error_response(exc: RequestError, rid: str, *, close: bool = False) -> web.Response:
-    body = json.dumps(
-        {"error": {"code": exc.code, "message": exc.message, "route": exc.route, "request_id": rid}}
-    ).encode()
-    response = web.Response(
-        status=exc.status,
-        body=body,
-        content_type="application/json",
-        headers={X_SIGNET_ERROR: exc.code, X_REQUEST_ID: rid, "Server": SERVER_NAME, **exc.headers},
-    )
-    if isinstance(exc, ProxyAuthRequired):  # RFC 9110 §11.7.1: a 407 names its scheme
-        response.headers["Proxy-Authenticate"] = 'Bearer realm="signet"'
-    if close:
-        response.force_close()
-    return response
+def error_response(exc: RequestError, rid: str, *, close: bool = False) -> ErrorAnswer:
+    """The contract's JSON error (written by the listener, HTTP/1.1, ``Server: Signet``)."""
+    return error_answer(exc, rid, close=close)
+
+
+def _responder(request: Request) -> Responder:
+    out = request.responder
+    assert out is not None, "the listener gives every request its responder"
+    return out
 
 
 def _request_id(given: str | None) -> str:
@@ -486,23 +464,19 @@ def _request_id(given: str | None) -> str:
 
 
 def _clip(text: str, limit: int = 512) -> str:
+    if not text.isascii():  # bytes that are not UTF-8 (kept as surrogates) are shown escaped
+        text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-async def _send_continue(request: web.BaseRequest) -> None:
-    if request.version >= aiohttp.HttpVersion11:
-        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-
-
 async def _count_body(
-    request: web.BaseRequest, read_timeout: float, info: Exchange
+    request: Request, read_timeout: float, info: Exchange
 ) -> AsyncIterator[bytes]:
     """Stream the client's body upstream, counting bytes, with a per-read timeout (slowloris)."""
-    content = request.content
     total = 0
     while True:
         try:
-            chunk = await asyncio.wait_for(content.readany(), read_timeout)
+            chunk = await asyncio.wait_for(request.read(), read_timeout)
         except TimeoutError:
             info.body_stalled = True
             raise _ClientBodyError("client body stalled") from None
@@ -513,7 +487,7 @@ async def _count_body(
         yield chunk
 
 
-def _check_declared_length(request: web.BaseRequest, route: RouteRuntime) -> None:
+def _check_declared_length(request: Request, route: RouteRuntime) -> None:
     limit = route.route.max_body_bytes
     declared = request.content_length
     if declared is not None and declared > limit:
@@ -527,9 +501,3 @@ def _client_timeout(route: RouteRuntime) -> RequestError:
     return _BodyStalled(
         "the request body stalled (no byte within the body read timeout)", route=route.name
     )
-
-
-def _abort(request: web.BaseRequest) -> None:
-    transport = request.transport
-    if transport is not None:
-        transport.abort()

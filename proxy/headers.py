@@ -54,12 +54,12 @@ ALWAYS_STRIPPED = _keys(
         "Host",
         "Authorization",
         "Cookie",
-        "Expect",  # Signet answers 100-continue itself; upstream gets a plain request
+        "Expect",  # Signet sends its own 100-continue expectation once the request is admitted
         "X-Signet-Token",  # inbound credential, never forwarded
     )
 )
 
-# Not copied from the upstream's response: hop-by-hop, plus those aiohttp sets itself.
+# Not copied from the upstream's response: hop-by-hop (the relay sets its own framing).
 RESPONSE_STRIPPED = _keys(
     (
         "Connection",
@@ -72,6 +72,8 @@ RESPONSE_STRIPPED = _keys(
         "Upgrade",
     )
 )
+
+_RESPONSE_STRIPPED_RAW = frozenset(k.encode("latin-1") for k in RESPONSE_STRIPPED)
 
 # Replaced, not appended to, when a route forwards client information.
 CLIENT_INFO = _keys(("X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", "Forwarded", "X-Real-IP"))
@@ -136,19 +138,31 @@ def upstream_headers(
     return out
 
 
-def response_headers(upstream: Any) -> CIMultiDict[str]:
-    """The upstream's response headers a client may see: hop-by-hop ones removed.
+def relayed_header_lines(
+    raw: list[tuple[bytes, bytes]], also: frozenset[bytes] = frozenset()
+) -> list[tuple[bytes, bytes]]:
+    """The upstream's response header lines a client may see, in its bytes and order.
 
-    Every ``Connection`` header of the response counts, as for a request.
+    Hop-by-hop headers go (RESPONSE_STRIPPED, and every name any ``Connection``
+    header of the response lists); ``also`` names more keys (lower case, ``-``)
+    the caller replaces itself. Names and values are never re-spelled or decoded.
     """
-    stripped: frozenset[str] | set[str] = RESPONSE_STRIPPED
-    if CONNECTION in upstream:
-        stripped = stripped | connection_named(upstream)
-    out: CIMultiDict[str] = CIMultiDict()
-    for name, value in upstream.items():
-        if header_key(name) not in stripped:
-            out.add(name, value)
-    return out
+    dropped = _RESPONSE_STRIPPED_RAW | also if also else _RESPONSE_STRIPPED_RAW
+    for name, value in raw:
+        if name.lower() == b"connection":
+            for token in value.split(b","):
+                token = token.strip()
+                if token:
+                    dropped = dropped | {token.lower().replace(b"_", b"-")}
+    return [(n, v) for n, v in raw if n.lower().replace(b"_", b"-") not in dropped]
+
+
+def response_headers(upstream: Any) -> CIMultiDict[str]:
+    """:func:`relayed_header_lines` for a multidict of str (one policy for both forms)."""
+    raw = [(n.encode("latin-1"), v.encode("utf-8", "surrogateescape")) for n, v in upstream.items()]
+    return CIMultiDict(
+        (n.decode("latin-1"), v.decode("utf-8", "surrogateescape")) for n, v in relayed_header_lines(raw)
+    )
 
 
 async def hide_server_version(request: Any, response: Any) -> None:

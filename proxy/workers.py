@@ -399,7 +399,14 @@ def worker_main() -> int:
         sys.stdout.flush()
         return True
 
-    app = Signet(settings, config_path=path, reuse_port=True, tune_gc=True)
+    try:
+        sock = _reserve(*listen)  # as before: each worker joins the port with SO_REUSEPORT
+        sock.listen(1024)
+        sock.setblocking(False)
+    except OSError as exc:
+        wlog.error("worker_start_failed", message=str(ListenError("listen", listen, os_reason(exc))))
+        return 1
+    app = Signet(settings, config_path=path, tune_gc=True, listen_sock=sock)
     try:
         return run_async(serve_until_stopped(app, load, announce))
     except SignetError as exc:  # e.g. ListenError: one log line, no traceback

@@ -12,6 +12,12 @@ bytes in a value, ``Content-Length`` with ``Transfer-Encoding``, two lengths,
 bare LF and folded headers all fail the exchange as :class:`Malformed`. A
 ``101`` is always unsolicited (Signet never asks to upgrade).
 
+Interim answers: a 1xx other than 101 is handed to ``on_informational`` (the
+listener relays 103 Early Hints) and skipped; a ``100`` also starts a body
+held back for ``Expect: 100-continue`` (:meth:`send` with ``expect=True``
+waits for it, for the final answer, or ``EXPECT_TIMEOUT``). Trailers of a
+chunked answer are kept apart in ``trailers``, never merged into the head.
+
 Flow control both ways: received body bytes queue here and reading the socket
 pauses once more than ``HIGH_WATER`` wait (the consumer awaits the client's
 drain before pulling more, so a slow client slows the upstream); request body
@@ -26,7 +32,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, Callable
 
 import httptools
 
@@ -40,6 +46,9 @@ from proxy.upstream.errors import (
 )
 
 HIGH_WATER = 256 * 1024  # queued response bytes before the upstream socket is paused
+EXPECT_TIMEOUT = 1.0  # seconds to wait for a 100 before sending the body anyway (curl's default)
+
+Informational = Callable[[int, bytes, list[tuple[bytes, bytes]]], None]
 
 
 class UpstreamConnection(asyncio.Protocol):
@@ -67,9 +76,13 @@ class UpstreamConnection(asyncio.Protocol):
         self._buffered = 0
         self._reading_paused = False
         self._framed = False  # Content-Length or chunked: the answer's end is known
+        self.has_length = False  # the answer carries a Content-Length
         self.status = 0
         self.reason = b""
         self.headers: list[tuple[bytes, bytes]] = []
+        self.trailers: list[tuple[bytes, bytes]] = []
+        self.on_informational: Informational | None = None
+        self._continue: asyncio.Future[bool] | None = None  # True: send the body
         self.version = "1.1"
         # read timeout
         self._read_timeout = 0.0
@@ -156,11 +169,14 @@ class UpstreamConnection(asyncio.Protocol):
         if self._complete:
             self._reusable = False
             return
+        if self._head_done:  # after the body of a chunked answer: a trailer
+            self.trailers.append((name, value))
+            return
         self.headers.append((name, value))
         lname = name.lower()
-        if lname == b"content-length" or (
-            lname == b"transfer-encoding" and value.rstrip().lower().endswith(b"chunked")
-        ):
+        if lname == b"content-length":
+            self._framed = self.has_length = True
+        elif lname == b"transfer-encoding" and value.rstrip().lower().endswith(b"chunked"):
             self._framed = True
 
     def on_headers_complete(self) -> None:
@@ -171,15 +187,20 @@ class UpstreamConnection(asyncio.Protocol):
         assert parser is not None
         status = parser.get_status_code()
         if 100 <= status < 200:
-            if status != 101:  # 1xx: interim, skipped; 101 raises HttpParserUpgrade after this
+            if status != 101:  # 1xx: interim, relayed and skipped; 101 raises HttpParserUpgrade
+                if status == 100:
+                    self._resolve_continue(True)
+                elif self.on_informational is not None:
+                    self.on_informational(status, self.reason, self.headers)
                 self.headers = []
-                self._framed = False
+                self._framed = self.has_length = False
             return
         self.status = status
         self.version = parser.get_http_version()
         if not parser.should_keep_alive():
             self._reusable = False
         self._head_done = True
+        self._resolve_continue(False)  # a final answer first: the held-back body is never sent
         if self._no_body:  # HEAD: llhttp cannot know; the answer ends with its head
             self._complete = True
         waiter = self._head_waiter
@@ -214,17 +235,34 @@ class UpstreamConnection(asyncio.Protocol):
         self._active = True
         self._parser = httptools.HttpResponseParser(self)  # per exchange: HEAD leaves it mid-message
         self._no_body = no_body
-        self._got_byte = self._head_done = self._complete = self._framed = False
+        self._got_byte = self._head_done = self._complete = self._framed = self.has_length = False
         self._error = None
         self._chunks.clear()
         self._buffered = 0
         self.status = 0
         self.headers = []
+        self.trailers = []
+        self.on_informational = None
+        self._continue = None
         self._read_timeout = read_timeout
         self._head_waiter = self.loop.create_future()
 
-    async def send(self, head: bytes, body: bytes | AsyncIterable[bytes] | None, length: int | None) -> None:
-        """Write the request; a streamed body keeps going in a task while the answer is read."""
+    async def send(
+        self,
+        head: bytes,
+        body: bytes | AsyncIterable[bytes] | None,
+        length: int | None,
+        *,
+        expect: bool = False,
+        on_continue: Callable[[], None] | None = None,
+    ) -> None:
+        """Write the request; a streamed body keeps going in a task while the answer is read.
+
+        ``expect``: the head asks ``Expect: 100-continue``; the streamed body
+        waits for the upstream's 100 (or EXPECT_TIMEOUT), then ``on_continue``
+        runs (the listener asks the client for its body) and the upload starts.
+        A final answer first means the body is never sent.
+        """
         transport = self.transport
         if transport is None or self.closed:
             raise StaleConnection("closed the connection before answering")
@@ -238,13 +276,33 @@ class UpstreamConnection(asyncio.Protocol):
             self._arm_read_timer()
             return
         transport.write(head)
-        self._upload = self.loop.create_task(self._stream_body(body, length))
+        if expect:
+            self._continue = self.loop.create_future()
+        self._upload = self.loop.create_task(self._stream_body(body, length, on_continue))
 
-    async def _stream_body(self, body: AsyncIterable[bytes], length: int | None) -> None:
+    def _resolve_continue(self, go: bool) -> None:
+        waiter = self._continue
+        if waiter is not None and not waiter.done():
+            waiter.set_result(go)
+
+    async def _stream_body(
+        self, body: AsyncIterable[bytes], length: int | None, on_continue: Callable[[], None] | None = None
+    ) -> None:
         transport = self.transport
         assert transport is not None
         chunked = length is None
         sent = 0
+        waiter = self._continue
+        if waiter is not None:
+            try:
+                go = await asyncio.wait_for(asyncio.shield(waiter), EXPECT_TIMEOUT)
+            except TimeoutError:
+                go = True  # the upstream ignores Expect: send the body anyway (RFC 9110 §10.1.1)
+            if not go:
+                self._reusable = False  # the declared body was never sent
+                return
+        if on_continue is not None and not self.closed:
+            on_continue()
         try:
             async for chunk in body:
                 if not chunk:

@@ -22,7 +22,7 @@ import time
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
-from proxy.upstream.connection import UpstreamConnection
+from proxy.upstream.connection import Informational, UpstreamConnection
 from proxy.upstream.egress import EgressProxy, open_tunnel
 from proxy.upstream.errors import ConnectFailed, ConnectTimeout, StaleConnection
 from proxy.upstream.head import request_head
@@ -91,13 +91,14 @@ def via_proxy(proxy: EgressProxy) -> Opener:
 class UpstreamResponse:
     """The answer's head plus a pull-based body; give the connection back with release/close."""
 
-    __slots__ = ("_conn", "_done", "_pool", "raw_headers", "reason", "status", "version")
+    __slots__ = ("_conn", "_done", "_pool", "raw_headers", "raw_reason", "reason", "status", "version")
 
     def __init__(self, pool: Pool, conn: UpstreamConnection) -> None:
         self._pool = pool
         self._conn = conn
         self._done = False
         self.status = conn.status
+        self.raw_reason = conn.reason
         self.reason = conn.reason.decode("latin-1")
         self.version = conn.version
         self.raw_headers = conn.headers
@@ -114,6 +115,16 @@ class UpstreamResponse:
             if n.lower() == wanted:
                 return v.decode("utf-8", "surrogateescape")
         return None
+
+    @property
+    def has_length(self) -> bool:
+        """The answer carries a Content-Length (else chunked, close-delimited or bodiless)."""
+        return self._conn.has_length
+
+    @property
+    def trailers(self) -> list[tuple[bytes, bytes]]:
+        """A chunked answer's trailer fields, raw; complete once the body was read to the end."""
+        return self._conn.trailers
 
     @property
     def framed(self) -> bool:
@@ -187,11 +198,18 @@ class Pool:
         length: int | None = None,
         connect_timeout: float,
         read_timeout: float,
+        expect_continue: bool = False,
+        on_continue: Callable[[], None] | None = None,
+        on_informational: Informational | None = None,
     ) -> UpstreamResponse:
         """Send one request and return its answer's head (the body is read from the response).
 
         ``body`` is bytes, or an async iterable of chunks whose total is
         ``length`` (Content-Length) or unknown (``None``: chunked).
+        ``expect_continue`` (a streamed body only) sends ``Expect: 100-continue``
+        and holds the body back until the upstream's 100 (see
+        :meth:`UpstreamConnection.send`); ``on_informational`` receives the
+        upstream's other 1xx answers (status, reason, raw headers).
         """
         if self._absolute:
             target = self._prefix + target
@@ -199,6 +217,9 @@ class Pool:
             if self.proxy.authorization:
                 headers = [*headers, ("Proxy-Authorization", self.proxy.authorization)]
         streamed = not (body is None or isinstance(body, bytes))
+        expect = expect_continue and streamed
+        if expect:
+            headers = [*headers, ("Expect", "100-continue")]
         if isinstance(body, bytes):
             length = len(body)
         elif body is None:
@@ -212,8 +233,9 @@ class Pool:
             conn = (None if retried else self._take_idle()) or await self._connect(connect_timeout)
             self._active.add(conn)
             conn.begin(no_body, read_timeout)
+            conn.on_informational = on_informational
             try:
-                await conn.send(head, body, length)
+                await conn.send(head, body, length, expect=expect, on_continue=on_continue)
                 await conn.head()
             except StaleConnection:
                 conn.finish()

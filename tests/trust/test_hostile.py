@@ -39,6 +39,8 @@ CONTRACT = {  # status -> codes Signet may answer it with (contract: "Errors Sig
     404: {"no_route"},
     407: {"proxy_auth_required"},
     413: {"body_too_large"},
+    414: {"uri_too_long"},
+    431: {"headers_too_large"},
     502: {"upstream_unreachable", "token_error"},
     503: {"overloaded"},
     504: {"upstream_timeout"},

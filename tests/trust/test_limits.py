@@ -40,7 +40,7 @@ def assert_400_closed(resp: Any) -> dict[str, Any]:
     return err
 
 
-async def test_url_header_size_and_count_limits_answer_400_and_close(make_signet: Any, upstream: Any) -> None:
+async def test_url_header_size_and_count_limits_answer_414_431_and_close(make_signet: Any, upstream: Any) -> None:
     cfg = config_text(
         [route(upstream)], limits={"max_url_length": 512, "max_header_bytes": 1024, "max_headers": 20}
     )
@@ -58,11 +58,18 @@ async def test_url_header_size_and_count_limits_answer_400_and_close(make_signet
         + b"".join(b"X-H%d: 1\r\n" % i for i in range(40))
         + b"\r\n",
     }
+    expected = {"url": (414, "uri_too_long"), "header": (431, "headers_too_large"), "count": (431, "headers_too_large")}
     for name, data in cases.items():
-        err = assert_400_closed(await raw_exchange(port, data))
+        resp = await raw_exchange(port, data)
+        status, code = expected[name]
+        assert resp.status == status and resp.headers["x-signet-error"] == code, (name, resp.raw[:200])
+        assert resp.raw.startswith(b"HTTP/1.1 "), name  # Signet's own answers are HTTP/1.1
+        assert resp.closed, "an over-limit head must close the connection"
+        err = resp.json()["error"]
+        assert err["code"] == code and err["request_id"] == resp.headers["x-request-id"]
         assert "v" * 50 not in err["message"] and "a" * 50 not in err["message"], name
-    events = [e for e in in_process_events(since) if e.get("status") == 400]
-    assert len(events) >= 3 and all(e["error"] == "bad_request" for e in events)
+    events = [e for e in in_process_events(since) if e.get("status") in (414, 431)]
+    assert len(events) >= 3 and {e["error"] for e in events} == {"uri_too_long", "headers_too_large"}
     assert len(upstream.app[STATE].received) == 1  # only the request within limits
 
 
@@ -198,7 +205,7 @@ async def test_slow_request_headers_are_cut_at_request_header_timeout(
     event = await wait_for_event(lambda e: e.get("event") == "client_timeout", since)
     assert event["error"] == "request_header_timeout" and "request_header_timeout" in event["message"]
     assert [r.raw_path for r in upstream.app[STATE].received] == (["/base/first"] if after_a_request else [])
-    server = app._proxy_runner.server
+    server = app.listener
     await wait_until(lambda: not server.connections, what="the connection is gone from the server")
 
 

@@ -205,7 +205,7 @@ async def test_control_bytes_and_invalid_utf8_in_the_target_stay_400(
 # ------------------------------------------------------ gap 4: head size cap
 
 
-async def test_request_head_over_max_head_bytes_is_400_before_it_is_complete(
+async def test_request_head_over_max_head_bytes_is_431_before_it_is_complete(
     make_signet: Any, raw_upstream: RawUpstream
 ) -> None:
     port = await start(make_signet, raw_upstream, limits={"max_head_bytes": 4096})
@@ -227,8 +227,8 @@ async def test_request_head_over_max_head_bytes_is_400_before_it_is_complete(
     finally:
         writer.close()
     assert sent <= 6, sent  # answered as soon as the head passed 4 KiB, not when complete
-    assert statuses(raw) == [400], raw[:300]
-    assert b"max_head_bytes" in raw and b"X-Signet-Error: bad_request" in raw
+    assert statuses(raw) == [431], raw[:300]  # the contract's headers_too_large
+    assert b"max_head_bytes" in raw and b"X-Signet-Error: headers_too_large" in raw
     assert raw_upstream.received == []
     # under the cap: forwarded with every header
     pad = b"".join(b"X-Pad-%d: " % i + b"v" * 500 + b"\r\n" for i in range(6))

@@ -20,7 +20,8 @@ from proxy.admission import build_admission
 from proxy.auth import AuthScheme, SchemeContext
 from proxy.clock import SYSTEM_CLOCK, Clock
 from proxy.config import Client, Route, Settings
-from proxy.forward_proxy.mode import ForwardMode
+from proxy.errors import Forbidden
+from proxy.forward_proxy.mode import Binding, ForwardMode
 from proxy.headers import stripped_names
 from proxy.metrics import Metrics
 from proxy.redislimit import shared_limit_store
@@ -162,6 +163,15 @@ class Runtime:
         self.routes = built
         self.table = PrefixTable((r.route.prefix, r) for r in built)
         self.by_name = {r.name: r for r in built}
+
+    def forward_route(self, binding: Binding) -> RouteRuntime:
+        """The route a forward-proxy request goes to now; Forbidden when its host has none."""
+        if self.forward is None:
+            raise Forbidden("forward-proxy mode is off in the current config")
+        route = self.by_name.get(self.forward.route_of(binding))
+        if route is None:
+            raise Forbidden(f"{binding.host} is no longer the host of a route")
+        return route
 
     def secret_values(self) -> set[str]:
         values = set(self.settings.secret_values)

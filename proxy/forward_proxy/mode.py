@@ -13,18 +13,16 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
-
-from multidict import CIMultiDictProxy, MultiDictProxy
 
 from proxy.config import Client, ForwardProxySettings, Route
 from proxy.errors import BadRequest, Forbidden, ProxyAuthRequired
 from proxy.forward_proxy.hosts import HostTable, parse_absolute, parse_authority
 from proxy.forward_proxy.leaf import LeafCertificates
 
-Headers = CIMultiDictProxy[str] | MultiDictProxy[str] | dict[str, str]
+Headers = Mapping[str, str]  # a case-insensitive multidict in practice
 
 
 @dataclass(frozen=True, slots=True)

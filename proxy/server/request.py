@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from multidict import CIMultiDict
 
 if TYPE_CHECKING:
+    from proxy.forward_proxy.mode import Binding
     from proxy.server.flow import FlowControl
     from proxy.server.respond import Responder
 
@@ -46,6 +47,7 @@ class Request:
         "body_received",
         "content_length",
         "expect_continue",
+        "forward",
         "http11",
         "keep_alive",
         "method",
@@ -69,6 +71,7 @@ class Request:
         remote: str,
         flow: FlowControl,
         scheme: str = "http",
+        forward: Binding | None = None,
     ) -> None:
         self.method = method
         self.raw_path = raw_path  # the target exactly as sent (UTF-8, surrogateescape)
@@ -78,6 +81,8 @@ class Request:
         self.keep_alive = keep_alive
         self.remote = remote
         self.scheme = scheme
+        # forward-proxy mode: the CONNECT (or absolute-form target) this request was sent for
+        self.forward = forward
         self.responder: Responder | None = None  # set by the connection before the pipeline runs
         self._flow = flow
         self._headers: CIMultiDict[str] | None = None

@@ -191,7 +191,7 @@ def nginx_https_conf(work: Path, port: int, cert: Path, key: Path) -> str:
 
 
 def signet_config(port: int, admin: int, upstream: int, ca_dir: Path, vendor_ca: Path) -> str:
-    hosts = ", ".join(["bench.example", *(f"new{i}.bench.example" for i in range(NEW_HOSTS))])
+    hosts = ", ".join(f"{h}:443" for h in ["bench.example", *(f"new{i}.bench.example" for i in range(NEW_HOSTS))])
     return f"""listen: 127.0.0.1:{port}
 admin_listen: 127.0.0.1:{admin}
 forward_proxy:

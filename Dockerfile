@@ -29,7 +29,11 @@ ENV PIP_NO_CACHE_DIR=1 \
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY proxy ./proxy
-RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
+# Behind a TLS-intercepting proxy: `docker build --secret id=ca_bundle,src=corp-ca.pem .`
+# The secret is mounted for this step only; nothing of it stays in a layer.
+RUN --mount=type=secret,id=ca_bundle \
+    if [ -s /run/secrets/ca_bundle ]; then export PIP_CERT=/run/secrets/ca_bundle; fi \
+ && pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
 
 # -------------------------------------------------------------- runtime stage
 FROM ${PYTHON_IMAGE} AS runtime
@@ -56,7 +60,9 @@ RUN groupadd --system --gid 10001 signet \
 # pip compiles the .pyc files at install time; at runtime nothing is written
 # (PYTHONDONTWRITEBYTECODE). `signet --help` is a smoke test of the install.
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
-    pip install --no-cache-dir /wheels/signet_proxy-*.whl \
+    --mount=type=secret,id=ca_bundle \
+    if [ -s /run/secrets/ca_bundle ]; then export PIP_CERT=/run/secrets/ca_bundle; fi \
+ && pip install --no-cache-dir /wheels/signet_proxy-*.whl \
  && signet --help > /dev/null
 
 USER 10001:10001

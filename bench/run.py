@@ -506,6 +506,10 @@ def summarise(samples: dict[str, dict[int, list[dict[str, Any]]]]) -> dict[str, 
                 "p50_ms": round(_median([r["p50_ms"] for r in runs]), 3),
                 "p99_ms": round(_median([r["p99_ms"] for r in runs]), 3),
                 "errors": sum(r["errors"] for r in runs),
+                "requests": sum(r["requests"] for r in runs),
+                "non2xx": sum(r["non2xx"] for r in runs),
+                "socket_errors": sum(r["socket_errors"] for r in runs),
+                "timeouts": sum(r["timeouts"] for r in runs),
                 "rounds": len(runs),
             }
         out[target] = row
@@ -636,6 +640,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--duration", type=int, help="seconds per wrk run (default 5; quick 1)")
     ap.add_argument("--stream-mib", type=int, help="streaming size in MiB (default 1024; quick 64)")
     ap.add_argument("--json", metavar="PATH", help="write the results as JSON to PATH")
+    ap.add_argument("--plot", metavar="PATH", help="draw the results to PATH (.svg/.png; bench/plot.py)")
     ap.add_argument("--no-install", action="store_true", help="never apt-get install nginx/wrk")
     ap.add_argument("--no-scaling", action="store_true", help="skip the 2-worker comparison")
     args = ap.parse_args(argv)
@@ -800,6 +805,11 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print("\nJSON:")
         print(text)
+    if args.plot:  # matplotlib: the `bench` extra
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from plot import plot
+
+        print(f"figure: {plot(results, args.plot)}")
     return 0
 
 

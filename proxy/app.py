@@ -205,6 +205,7 @@ class Signet:
     async def _metrics(self, request: web.Request) -> web.Response:
         if self.refresher is not None:
             self.refresher.update_ages()
+        self.metrics.ready.set(1 if self.ready and not self.draining else 0)  # what /readyz says
         return web.Response(
             body=self.metrics.render(),
             headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from collections.abc import Sequence
 from importlib import metadata
@@ -23,10 +24,11 @@ from proxy.config import (
     parse_hostport,
     route_secret_sources,
 )
-from proxy.errors import ConfigError, SignetError, count
+from proxy.errors import ConfigError, ConfigProblem, SignetError, count
 from proxy.log import configure_logging
 from proxy.serving import default_config_path, run_async
 
+NONCE = re.compile(r"[0-9a-f]{32}")
 LOG_FORMATS = ("json", "console")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -39,18 +41,21 @@ def version() -> str:
         return "unknown (not installed)"
 
 
-def _log_options(p: argparse.ArgumentParser, *, fmt: str, level: str | None, shown: str) -> None:
+def _log_options(
+    p: argparse.ArgumentParser, *, fmt: str, level: str | None, shown: str, requests: bool = True
+) -> None:
     p.add_argument(
         "--log-format",
         choices=LOG_FORMATS,
         default=fmt,
         help=f"log lines on stderr: one JSON object each, or console text for humans (default {fmt})",
     )
+    what = "; 'info' logs one line per request" if requests else " (e.g. 'info' shows Vault logins)"
     p.add_argument(
         "--log-level",
         choices=LOG_LEVELS,
         default=level,
-        help=f"least severe level logged; 'info' logs one line per request (default {shown})",
+        help=f"least severe level logged{what} (default {shown})",
     )
 
 
@@ -62,16 +67,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"signet {version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def common(p: argparse.ArgumentParser) -> None:
+    def common(p: argparse.ArgumentParser, *, serving: bool = False) -> None:
         p.add_argument(
             "--config",
             default=None,
             help="config file (default $SIGNET_CONFIG, then config/signet.yaml)",
         )
-        _log_options(p, fmt="json", level="info", shown="info")
+        if serving:
+            _log_options(p, fmt="json", level="info", shown="info")
+        else:  # one-shot commands print for humans; their logs stay out of the way
+            _log_options(p, fmt="console", level="warning", shown="warning", requests=False)
 
     p = sub.add_parser("serve", help="run the proxy")
-    common(p)
+    common(p, serving=True)
     p.add_argument("--listen", help="HOST:PORT, overrides 'listen'")
     p.add_argument("--admin-listen", help="HOST:PORT, overrides 'admin_listen'")
     p.add_argument(
@@ -96,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--show-secrets", action="store_true", help="print secret-bearing values")
     p.add_argument("--fetch-token", action="store_true", help="fetch a real OAuth2 token")
     p.add_argument("--time", type=float, help="pin the Unix time used for signing (seconds)")
-    p.add_argument("--nonce", help="pin the nonce (32 hex characters)")
+    p.add_argument("--nonce", help="pin the nonce (32 lowercase hex characters)")
 
     p = sub.add_parser("ca", help="the local CA of forward-proxy mode (init, show)")
     ca_sub = p.add_subparsers(dest="ca_command", required=True, metavar="ACTION")
@@ -159,6 +167,10 @@ def _print_config_error(exc: ConfigError) -> None:
 
 def _load(args: argparse.Namespace) -> tuple[Settings, str]:
     path = args.config or default_config_path()
+    if args.config is None and not os.path.exists(path):
+        origin = "$SIGNET_CONFIG" if os.environ.get("SIGNET_CONFIG") else "the default, relative to here"
+        hint = f"no config file at {path!r} ({origin}): pass --config PATH or set $SIGNET_CONFIG"
+        raise ConfigError([ConfigProblem("", hint)], path)
     return run_async(load_config_async(path)), path
 
 
@@ -328,6 +340,9 @@ def run_server(
 def cmd_sign(args: argparse.Namespace) -> int:
     from proxy.sign import dry_run
 
+    if args.nonce is not None and not NONCE.fullmatch(args.nonce):
+        print("signet: --nonce must be 32 lowercase hex characters", file=sys.stderr)
+        return 2
     settings = _load(args)[0]
     headers: list[tuple[str, str]] = []
     for h in args.header:

@@ -83,49 +83,143 @@ class _Model(BaseModel):
 
 
 class TimeoutModel(_Model):
-    connect: float = Field(5.0, gt=0)
-    read: float = Field(60.0, gt=0)
+    connect: float = Field(
+        5.0, gt=0,
+        description=(
+            "Seconds to connect to the upstream (DNS, TCP and TLS together); 504 upstream_timeout past it."
+        ),
+    )
+    read: float = Field(
+        60.0, gt=0,
+        description=(
+            "Seconds without a byte from the upstream, counted once the request is sent (upload time does "
+            "not count); 504 upstream_timeout past it."
+        ),
+    )
 
 
 class RouteTimeoutModel(_Model):
-    connect: float | None = Field(None, gt=0)
-    read: float | None = Field(None, gt=0)
+    connect: float | None = Field(
+        None, gt=0, description="This route's connect timeout in seconds; default defaults.timeout.connect."
+    )
+    read: float | None = Field(
+        None, gt=0, description="This route's read timeout in seconds; default defaults.timeout.read."
+    )
 
 
 class TLSModel(_Model):
-    verify: bool = True
-    ca_file: Text | None = None
-    cert_file: Text | None = None  # client certificate (mTLS), PEM
-    key_file: Text | None = None  # its private key; None when cert_file holds both
+    verify: bool = Field(
+        True,
+        description=(
+            "Verify the upstream's certificate and host name. Turn off only for a test upstream."
+        ),
+    )
+    ca_file: Text | None = Field(
+        None, description="PEM bundle of CAs to trust for upstreams (a private CA); default the system store."
+    )
+    cert_file: Text | None = Field(
+        None, description="Client certificate (PEM) presented to upstreams that ask for one (mTLS)."
+    )
+    key_file: Text | None = Field(
+        None, description="Private key of cert_file (PEM); omit when cert_file holds both."
+    )
 
 
 class RouteTLSModel(_Model):
-    verify: bool | None = None
-    ca_file: Text | None = None
-    cert_file: Text | None = None
-    key_file: Text | None = None
+    verify: bool | None = Field(
+        None, description="Verify this route's upstream certificate; default defaults.tls.verify."
+    )
+    ca_file: Text | None = Field(
+        None,
+        description=(
+            "PEM bundle of CAs to trust for this route's upstream; default defaults.tls.ca_file."
+        ),
+    )
+    cert_file: Text | None = Field(
+        None,
+        description=(
+            "Client certificate (PEM) for this route (mTLS); naming it or key_file brings both from this "
+            "block."
+        ),
+    )
+    key_file: Text | None = Field(None, description="Private key of this route's cert_file (PEM).")
 
 
 class DefaultsModel(_Model):
-    timeout: TimeoutModel = TimeoutModel()
-    max_body_bytes: int = Field(10 * 1024 * 1024, ge=0)
-    tls: TLSModel = TLSModel()
-    max_in_flight: int = Field(1024, ge=1)
-    spool_bytes: int = Field(1024 * 1024, ge=0)  # signed bodies above this go to a temp file
-    spool_dir: Text | None = None  # where; default the system temp directory
-    egress_proxy: TextOrSecret | None = None  # http://[user:pass@]host:port, "env" or "none"
+    timeout: TimeoutModel = Field(
+        TimeoutModel(), description="Upstream timeouts; each route may override them."
+    )
+    max_body_bytes: int = Field(
+        10 * 1024 * 1024, ge=0,
+        description=(
+            "Largest request body a signing scheme buffers (in memory or spooled); larger is 413 "
+            "body_too_large. Streamed bodies are not limited."
+        ),
+    )
+    tls: TLSModel = Field(TLSModel(), description="How Signet connects to upstreams over TLS.")
+    max_in_flight: int = Field(
+        1024, ge=1, description="Concurrent upstream requests per route; beyond it 503 overloaded at once."
+    )
+    spool_bytes: int = Field(
+        1024 * 1024, ge=0,
+        description=(
+            "A signed body larger than this goes to a temporary file instead of memory."
+        ),
+    )
+    spool_dir: Text | None = Field(
+        None,
+        description=(
+            "Directory for spooled bodies (must be writable, checked at start); default the system temp "
+            "directory."
+        ),
+    )
+    egress_proxy: TextOrSecret | None = Field(
+        None, description="Reach upstreams through an HTTP proxy: http://[user:pass@]host:port, 'env' "
+        "(HTTPS_PROXY/HTTP_PROXY/NO_PROXY as curl reads them) or 'none' (direct, the default)."
+    )
 
 
 class LimitsModel(_Model):
     """Inbound limits; defaults are safe for a proxy that holds secrets."""
 
-    max_header_bytes: int = Field(8190, ge=256)  # one header line (name + value)
-    max_headers: int = Field(100, ge=8)
-    max_url_length: int = Field(8190, ge=64)  # request line
-    max_head_bytes: int = Field(65536, ge=1024)  # request line + every header, answered 400 past it
-    keepalive_timeout: float = Field(75.0, gt=0)  # idle client keep-alive connections
-    request_header_timeout: float = Field(30.0, gt=0)  # time for a client to send its headers
-    body_read_timeout: float = Field(60.0, gt=0)  # max time without a body byte from a client
+    max_header_bytes: int = Field(
+        8190, ge=256,
+        description=(
+            "Longest request header line (name and value); else 431 headers_too_large and the connection "
+            "is closed."
+        ),
+    )
+    max_headers: int = Field(
+        100, ge=8,
+        description="Most request headers; else 431 headers_too_large and the connection is closed.",
+    )
+    max_url_length: int = Field(
+        8190, ge=64, description="Longest request line; else 414 uri_too_long and the connection is closed."
+    )
+    max_head_bytes: int = Field(
+        65536, ge=1024,
+        description=(
+            "Largest whole request head (request line and every header); answered 431 headers_too_large as"
+            " soon as it is passed."
+        ),
+    )
+    keepalive_timeout: float = Field(
+        75.0, gt=0, description="Seconds an idle client keep-alive connection is kept open."
+    )
+    request_header_timeout: float = Field(
+        30.0, gt=0,
+        description=(
+            "Seconds for a client to send a complete request head, from connect or from the first byte of a "
+            "later request; else the connection is closed."
+        ),
+    )
+    body_read_timeout: float = Field(
+        60.0, gt=0,
+        description=(
+            "Seconds without a body byte from the client (a stalled upload); else 400 bad_request and the "
+            "connection is closed."
+        ),
+    )
 
 
 _DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)?\Z")
@@ -154,102 +248,266 @@ Duration = Annotated[float, BeforeValidator(parse_duration)]
 class RateLimitModel(_Model):
     """``requests`` per ``per`` (GCRA), ``burst`` more at once, queue up to ``max_wait``."""
 
-    requests: int = Field(ge=1)
-    per: Duration = Field(gt=0)
-    burst: int = Field(0, ge=0)
-    max_wait: Duration | None = None
+    requests: int = Field(
+        ge=1, description="Requests admitted per 'per' (GCRA: one every per/requests seconds)."
+    )
+    per: Duration = Field(
+        gt=0, description="The window for 'requests': seconds, or a string with a unit (500ms, 2s, 1m, 1h)."
+    )
+    burst: int = Field(0, ge=0, description="How many more may pass at once after a quiet spell.")
+    max_wait: Duration | None = Field(
+        None,
+        description=(
+            "Route limits only: how long a request may wait for its slot before 429 rate_limited (default 0,"
+            " no waiting). Seconds or a unit."
+        ),
+    )
 
 
 class AllowModel(_Model):
-    route: Text
-    methods: list[Text] | None = None
-    paths: list[Text] | None = None
+    route: Text = Field(description="The route this rule allows.")
+    methods: list[Text] | None = Field(
+        None, description="Methods allowed (upper-case, as sent); default every method."
+    )
+    paths: list[Text] | None = Field(
+        None,
+        description=(
+            "Globs over the path as sent after the prefix ('*' within a segment, '**' across segments); "
+            "default every path."
+        ),
+    )
 
 
 class ClientModel(_Model):
-    name: Text = Field(min_length=1)
-    token: Secret
-    routes: list[Text] | None = None
-    allow: list[AllowModel] | None = None
-    rate_limit: RateLimitModel | None = None
+    name: Text = Field(
+        min_length=1, description="The client's name, used in logs, metrics and policy messages."
+    )
+    token: Secret = Field(
+        description=(
+            "The token the client sends as 'Proxy-Authorization: Bearer <token>' or 'X-Signet-Token'. Use a "
+            "secret reference."
+        ),
+    )
+    routes: list[Text] | None = Field(
+        None, description="Routes this client may use; default all. Give 'routes' or 'allow', not both."
+    )
+    allow: list[AllowModel] | None = Field(
+        None, description="Finer rules (route, methods, paths); replaces 'routes' when present."
+    )
+    rate_limit: RateLimitModel | None = Field(
+        None, description="This client's own limit (never queues: over it is 429 at once)."
+    )
 
 
 class RouteModel(_Model):
-    name: Text | None = None
-    prefix: Text
-    upstream: Text
-    auth: dict[str, Any] = Field(default_factory=lambda: {"scheme": "none"})
-    auth_by_client: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    strip_headers: list[Text] = Field(default_factory=list)
-    set_headers: dict[str, TextOrSecret] = Field(default_factory=dict)
-    forward_client_info: bool = False
-    timeout: RouteTimeoutModel | None = None
-    max_body_bytes: int | None = Field(None, ge=0)
-    spool_bytes: int | None = Field(None, ge=0)
-    tls: RouteTLSModel | None = None
-    max_in_flight: int | None = Field(None, ge=1)
-    rate_limit: RateLimitModel | None = None
-    egress_proxy: TextOrSecret | None = None
-    hosts: list[Text] | None = None  # forward-proxy mode: default the upstream's host
+    name: Text | None = Field(
+        None,
+        description=(
+            "Unique name used in logs and metrics; default the prefix without its leading slash, other "
+            "slashes as '-'."
+        ),
+    )
+    prefix: Text = Field(
+        description=(
+            "Path prefix, matched on a segment boundary and then removed; the longest matching prefix wins."
+        ),
+    )
+    upstream: Text = Field(
+        description=(
+            "http(s)://host[:port][/base]; the rest of the path and the query are appended byte for byte."
+        ),
+    )
+    auth: dict[str, Any] = Field(
+        default_factory=lambda: {"scheme": "none"},
+        description=(
+            "How requests are signed: 'scheme' plus that scheme's fields (see Auth schemes)."
+        ),
+    )
+    auth_by_client: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description=(
+            "Per-client credentials: client name -> an auth block used for that client's requests instead of"
+            " 'auth'."
+        ),
+    )
+    strip_headers: list[Text] = Field(
+        default_factory=list, description="Request headers removed on top of the default list."
+    )
+    set_headers: dict[str, TextOrSecret] = Field(
+        default_factory=dict,
+        description=(
+            "Headers set on every upstream request (values may be secret references)."
+        ),
+    )
+    forward_client_info: bool = Field(
+        False,
+        description=(
+            "Set X-Forwarded-For/-Proto/-Host, X-Real-IP and Forwarded to what Signet saw, replacing any the"
+            " client sent."
+        ),
+    )
+    timeout: RouteTimeoutModel | None = Field(None, description="Overrides defaults.timeout for this route.")
+    max_body_bytes: int | None = Field(
+        None, ge=0, description="Overrides defaults.max_body_bytes for this route."
+    )
+    spool_bytes: int | None = Field(None, ge=0, description="Overrides defaults.spool_bytes for this route.")
+    tls: RouteTLSModel | None = Field(None, description="Overrides defaults.tls for this route.")
+    max_in_flight: int | None = Field(
+        None, ge=1, description="Overrides defaults.max_in_flight for this route."
+    )
+    rate_limit: RateLimitModel | None = Field(
+        None,
+        description=(
+            "The vendor's quota for this route's credentials; requests over it wait up to max_wait, else "
+            "429."
+        ),
+    )
+    egress_proxy: TextOrSecret | None = Field(
+        None, description="Overrides defaults.egress_proxy for this route (a URL, 'env' or 'none')."
+    )
+    hosts: list[Text] | None = Field(
+        None,
+        description=(
+            "Forward-proxy mode: the hosts (host or host:port) a CONNECT or absolute-form request names "
+            "for this route; default the upstream's host, on the upstream's port. [] claims none."
+        ),
+    )
 
 
 class ForwardProxyCAModel(_Model):
-    cert_file: Text
-    key_file: Text | None = None
-    key: TextOrSecret | None = None  # PEM text from a reference (${vault:...}); may hold newlines
+    cert_file: Text = Field(description="The local CA's certificate (PEM), as `signet ca init` writes it.")
+    key_file: Text | None = Field(None, description="Its private key (PEM, mode 0600); or give 'key'.")
+    key: TextOrSecret | None = Field(
+        None,
+        description=(
+            "The key as PEM text from a secret reference (${vault:...}, ${file:...}); the one value that "
+            "may hold newlines. Never logged."
+        ),
+    )
 
 
 class ForwardProxyModel(_Model):
-    ca: ForwardProxyCAModel
-    other_hosts: Literal["refuse", "tunnel"] = "refuse"
-    leaf_cache_size: int = Field(1024, ge=1)
+    ca: ForwardProxyCAModel = Field(description="The local CA that mints a certificate per route host.")
+    other_hosts: Literal["refuse", "tunnel"] = Field(
+        "refuse",
+        description=(
+            "A CONNECT to a host of no route: 'refuse' (403) or 'tunnel' (a blind tunnel, not intercepted)."
+        ),
+    )
+    leaf_cache_size: int = Field(
+        1024, ge=1, description="Most leaf certificates (one per host) kept in memory at once."
+    )
 
 
 class VaultAppRoleModel(_Model):
-    role_id: Secret
-    secret_id: Secret
-    mount: Text = "approle"
+    role_id: Secret = Field(description="AppRole role_id (a secret reference).")
+    secret_id: Secret = Field(
+        description="AppRole secret_id (a secret reference, e.g. ${file:/run/secrets/secret-id})."
+    )
+    mount: Text = Field("approle", description="Where the AppRole auth method is mounted.")
 
 
 class VaultKubernetesModel(_Model):
-    role: Text = Field(min_length=1)
-    mount: Text = "kubernetes"
-    jwt_file: Text = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+    role: Text = Field(min_length=1, description="Vault role bound to the pod's service account.")
+    mount: Text = Field("kubernetes", description="Where the Kubernetes auth method is mounted.")
+    jwt_file: Text = Field(
+        "/var/run/secrets/kubernetes.io/serviceaccount/token",
+        description=(
+            "The service account token, read again at every login (kubelet rotates it)."
+        ),
+    )
 
 
 class VaultAuthModel(_Model):
-    token: Secret | None = None
-    approle: VaultAppRoleModel | None = None
-    kubernetes: VaultKubernetesModel | None = None
+    token: Secret | None = Field(
+        None, description="A Vault token (a secret reference); default $VAULT_TOKEN."
+    )
+    approle: VaultAppRoleModel | None = Field(None, description="Log in with AppRole.")
+    kubernetes: VaultKubernetesModel | None = Field(
+        None, description="Log in with the pod's Kubernetes service account."
+    )
 
 
 class VaultModel(_Model):
-    address: Text | None = None
-    namespace: Text | None = None
-    ca_file: Text | None = None
-    auth: VaultAuthModel | None = None
+    address: Text | None = Field(None, description="Vault/OpenBao URL; default $VAULT_ADDR.")
+    namespace: Text | None = Field(None, description="Vault namespace (X-Vault-Namespace); optional.")
+    ca_file: Text | None = Field(
+        None, description="PEM bundle to verify Vault's certificate; default the system store."
+    )
+    auth: VaultAuthModel | None = Field(
+        None, description="One login method; omitted, Signet uses $VAULT_TOKEN."
+    )
 
 
 class StateModel(_Model):
     """``state``: where limits and OAuth2 tokens are shared across processes (optional)."""
 
-    redis: TextOrSecret | None = None  # redis[s]://[user:password@]host:port/db or unix:///path
-    on_error: Literal["allow", "deny"] = "allow"
+    redis: TextOrSecret | None = Field(
+        None,
+        description=(
+            "redis://, rediss:// or unix:// URL of a Redis shared by every Signet process and replica "
+            "(limits, OAuth2 tokens). A URL with a password must come from a reference."
+        ),
+    )
+    on_error: Literal["allow", "deny"] = Field(
+        "allow",
+        description=(
+            "When Redis cannot be reached: 'allow' falls back to per-process limits and caches, 'deny' "
+            "answers 503 state_unavailable."
+        ),
+    )
 
 
 class SettingsModel(_Model):
-    listen: Text = "127.0.0.1:8080"
-    admin_listen: Text = "127.0.0.1:9191"
-    shutdown_grace: float = Field(10.0, ge=0)
-    allow_unauthenticated: bool = False
-    defaults: DefaultsModel = DefaultsModel()
-    limits: LimitsModel = LimitsModel()
-    clients: list[ClientModel] | None = None
-    vault: VaultModel | None = None
-    secret_refresh: float = Field(300.0, gt=0)
-    routes: list[RouteModel] = Field(min_length=1)
-    state: StateModel = StateModel()
-    forward_proxy: ForwardProxyModel | None = None
+    listen: Text = Field(
+        "127.0.0.1:8080",
+        description=(
+            "Proxy address HOST:PORT. A non-loopback address needs 'clients' or 'allow_unauthenticated: "
+            "true'."
+        ),
+    )
+    admin_listen: Text = Field("127.0.0.1:9191", description="Address of /healthz, /readyz and /metrics.")
+    shutdown_grace: float = Field(
+        10.0, ge=0, description="Seconds SIGTERM/SIGINT waits for in-flight requests before exiting."
+    )
+    allow_unauthenticated: bool = Field(
+        False, description="Allow a non-loopback 'listen' without 'clients' (only behind a network policy)."
+    )
+    defaults: DefaultsModel = Field(
+        DefaultsModel(), description="Route settings every route inherits unless it overrides them."
+    )
+    limits: LimitsModel = Field(
+        LimitsModel(),
+        description=(
+            "Limits on what clients send; the defaults are safe for a proxy that holds secrets."
+        ),
+    )
+    clients: list[ClientModel] | None = Field(
+        None, description="Inbound authentication: with it, every request must carry a client's token."
+    )
+    vault: VaultModel | None = Field(
+        None,
+        description=(
+            "OpenBao / HashiCorp Vault connection; needed only when a ${vault:...} reference is used."
+        ),
+    )
+    secret_refresh: float = Field(
+        300.0, gt=0,
+        description=(
+            "Seconds between re-reads of every vault and file reference (rotation without restart)."
+        ),
+    )
+    routes: list[RouteModel] = Field(min_length=1, description="The routes, matched by longest path prefix.")
+    state: StateModel = Field(
+        StateModel(), description="Shared state across processes and replicas (optional)."
+    )
+    forward_proxy: ForwardProxyModel | None = Field(
+        None,
+        description=(
+            "Forward-proxy mode: apps keep their vendor URLs and use Signet as HTTPS_PROXY (CONNECT, "
+            "absolute-form); without it both are 400."
+        ),
+    )
 
 
 # ---------------------------------------------------------------- resolved settings
@@ -459,6 +717,34 @@ def _unshield(value: Any, refs: dict[str, str]) -> Any:
     return value
 
 
+_YAML_HINTS = (  # PyYAML's problem -> what a person editing the file should look at
+    ("mapping values are not allowed", "a ':' YAML did not expect: a value with ': ' in it needs quotes, "
+     "or the line above is missing its ':' or indentation"),
+    ("could not find expected ':'", "a line without 'key: value' (a missing ':' or a stray line)"),
+    ("cannot start any token", "a character YAML cannot start a value with (a tab: indent with spaces)"),
+    ("expected <block end>", "the indentation does not line up with the lines above"),
+    ("did not find expected key", "the indentation does not line up with the lines above"),
+    ("did not find expected '-'", "a list item that does not line up with the items above"),
+    ("found unexpected end of stream", "a quote or bracket opened and never closed"),
+    ("found unexpected ':'", "a ':' inside a value that needs quotes"),
+    ("expected ',' or ']'", "a [list] that is not closed, or an item that needs quotes"),
+    ("expected ',' or '}'", "a {mapping} that is not closed, or a value that needs quotes"),
+)
+
+
+def yaml_summary(exc: yaml.YAMLError) -> str:
+    """Signet's one-line account of a YAML syntax error (PyYAML's words kept in brackets).
+
+    Only PyYAML's problem text and the column are used, never the line's content, which
+    may hold a secret.
+    """
+    problem = str(getattr(exc, "problem", None) or exc).split("\n", 1)[0]
+    hint = next((text for key, text in _YAML_HINTS if key in problem), "the YAML syntax is broken here")
+    mark = getattr(exc, "problem_mark", None)
+    column = f" at column {mark.column + 1}" if mark else ""
+    return f"not valid YAML{column}: {hint} [{problem}]"
+
+
 def _parse_yaml(text: str, problems: list[ConfigProblem]) -> tuple[Any, dict[Loc, int]]:
     text, refs = _shield_refs(text)
     try:
@@ -466,7 +752,7 @@ def _parse_yaml(text: str, problems: list[ConfigProblem]) -> tuple[Any, dict[Loc
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark else None
-        problems.append(ConfigProblem("", f"not valid YAML: {getattr(exc, 'problem', exc)}", line))
+        problems.append(ConfigProblem("", yaml_summary(exc), line))
         return None, {}
     if node is None:
         return {}, {}
@@ -982,7 +1268,7 @@ async def load_config_text_async(
     if not keys:
         return _build_from(origin, References(origin.env))
     problems = _Problems(origin.lines)
-    vault = _vault_settings(origin.data.get("vault"), origin.env, problems)
+    vault = _vault_settings(origin.data.get("vault"), origin.env, problems, origin.data)
     if vault is None:
         raise ConfigError(problems.items, source)
     own = vault_clients is None
@@ -1019,9 +1305,23 @@ def _parse_origin(text: str, env: Mapping[str, str], source: str) -> ConfigOrigi
     return ConfigOrigin(data, lines, env, source)
 
 
-def _vault_settings(raw: Any, env: Mapping[str, str], problems: _Problems) -> VaultSettings | None:
+def _first_vault_ref(value: Any, loc: Loc = ()) -> Loc | None:
+    """Where the first ``${vault:...}`` reference is, in file order."""
+    if isinstance(value, str):
+        return loc if "${vault:" in value else None
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        if (found := _first_vault_ref(item, (*loc, key))) is not None:
+            return found
+    return None
+
+
+def _vault_settings(
+    raw: Any, env: Mapping[str, str], problems: _Problems, config: Any = None
+) -> VaultSettings | None:
     """The ``vault:`` block, resolved (its own references are env/file only)."""
     loc: Loc = ("vault",)
+    had_block = raw is not None
     raw = {} if raw is None else raw
     if vault_refs_in(raw):
         problems.add(loc, "the vault block cannot use ${vault:...} references")
@@ -1034,7 +1334,12 @@ def _vault_settings(raw: Any, env: Mapping[str, str], problems: _Problems) -> Va
         return None
     assert isinstance(model, VaultModel)
     address = model.address or env.get("VAULT_ADDR")
-    if not address:
+    if not address and not had_block:  # point at what needs Vault, not at a block that is not there
+        where = _first_vault_ref(config) or loc
+        problems.add(where, "a ${vault:...} reference needs Vault: add a 'vault:' block with 'address', "
+                     "or set $VAULT_ADDR")
+        return None  # the rest of a block that is not there has nothing more to say
+    elif not address:
         problems.add((*loc, "address"), "required: set vault.address or $VAULT_ADDR")
     elif URL(address).scheme not in ("http", "https"):
         problems.add((*loc, "address"), "must be an http:// or https:// URL")
@@ -1081,7 +1386,7 @@ def _build_from(origin: ConfigOrigin, refs: References) -> Settings:
         _check_secret_values(settings, problems)
     vault = None
     if vault_refs_in(origin.data):
-        vault = _vault_settings(origin.data.get("vault"), origin.env, problems)
+        vault = _vault_settings(origin.data.get("vault"), origin.env, problems, origin.data)
     if problems.items:
         raise ConfigError(problems.items, source)
     assert settings is not None

@@ -88,7 +88,7 @@ class Exchange:
     error: str | None = None  # a contract code, or upstream_reset / client_disconnected
     message: str | None = None
     status_sent: int | None = None  # the status line already on its way to the client
-    response: Any = None  # the StreamResponse being streamed (web.StreamResponse)
+    response: Any = None  # the answer being streamed (proxy.server.respond.Responder)
     body_stalled: bool = False  # the client's upload stalled (not the upstream)
     body: SignedBody | None = None  # a body read whole for signing; closed when the request ends
 

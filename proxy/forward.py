@@ -113,6 +113,7 @@ class ProxyHandler:
                     )
                 await runtime.admission.admit(client, route.name, request.method, rest)
                 if route.in_flight >= route.route.max_in_flight:
+                    self.metrics.overloaded.labels(route.name).inc()
                     raise Overloaded(
                         f"route {route.name!r} has {route.route.max_in_flight} requests in flight",
                         route=route.name,

@@ -148,13 +148,37 @@ def relayed_header_lines(
     the caller replaces itself. Names and values are never re-spelled or decoded.
     """
     dropped = _RESPONSE_STRIPPED_RAW | also if also else _RESPONSE_STRIPPED_RAW
+    keys = _KEYS
+    out = []
+    named = False  # a Connection header names more hop-by-hop headers: second pass
+    for line in raw:
+        key = keys.get(line[0]) or _raw_key(line[0])
+        if key == b"connection":
+            named = True
+        elif key not in dropped:
+            out.append(line)
+    if not named:
+        return out
     for name, value in raw:
-        if name.lower() == b"connection":
+        if _raw_key(name) == b"connection":
             for token in value.split(b","):
                 token = token.strip()
                 if token:
                     dropped = dropped | {token.lower().replace(b"_", b"-")}
-    return [(n, v) for n, v in raw if n.lower().replace(b"_", b"-") not in dropped]
+    return [line for line in out if _raw_key(line[0]) not in dropped]
+
+
+_KEYS: dict[bytes, bytes] = {}
+
+
+def _raw_key(name: bytes) -> bytes:
+    """:func:`header_key` for raw bytes, memoised (a server sends the same few names)."""
+    key = _KEYS.get(name)
+    if key is None:
+        key = name.lower().replace(b"_", b"-")
+        if len(_KEYS) < 4096:  # bounded: names are chosen by the upstream
+            _KEYS[name] = key
+    return key
 
 
 def response_headers(upstream: Any) -> CIMultiDict[str]:

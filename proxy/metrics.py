@@ -34,6 +34,15 @@ class Metrics:
         self.in_flight = Gauge(
             "signet_in_flight_requests", "Requests being proxied now.", ["route"], registry=r
         )
+        self.overloaded = Counter(
+            "signet_overloaded",
+            "Requests refused 503 overloaded: the route was at its max_in_flight.",
+            ["route"],
+            registry=r,
+        )
+        self.ready = Gauge(
+            "signet_ready", "1 while /readyz answers 200 (config loaded, not draining), else 0.", registry=r
+        )
         self.policy_denied = Counter(
             "signet_policy_denied",
             "Requests refused by a client's allow rules.",
@@ -104,6 +113,14 @@ class Metrics:
             "Seconds since a route's secrets last changed (or were first loaded).",
             ["route"],
             registry=r,
+        )
+        self.secret_last_refresh = Gauge(
+            "signet_secret_last_refresh_timestamp_seconds",
+            "Unix time every vault and file reference was last read successfully (alert when stale).",
+            registry=r,
+        )
+        self.secret_refresh_interval = Gauge(
+            "signet_secret_refresh_interval_seconds", "The configured secret_refresh.", registry=r
         )
         self.vault_logins = Counter(
             "signet_vault_logins", "Vault logins by auth method and outcome.", ["method", "outcome"],

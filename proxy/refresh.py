@@ -63,6 +63,7 @@ class SecretRefresher:
         self._fingerprints: dict[str, str] = {}
         self._changed_at: dict[str, float] = {}
         self.note_settings(current())
+        self._note_read(current())  # the load itself read every reference
 
     # ------------------------------------------------------------- lifecycle
 
@@ -98,6 +99,8 @@ class SecretRefresher:
         self.metrics.secret_refresh_seconds.observe(time.perf_counter() - started)
         for key, reason in failures.items():
             self._failed(base, key, reason)
+        if not failures:
+            self._note_read(base)
         changed = {k: v for k, v in values.items() if base.references.get(k) != v}
         if not changed:
             return False
@@ -155,6 +158,12 @@ class SecretRefresher:
             reason=reason,
             message="keeping the last good value",
         )
+
+    def _note_read(self, settings: Settings) -> None:
+        """Every reference was read: operators alert when this grows past a few intervals."""
+        if settings.refreshable():
+            self.metrics.secret_refresh_interval.set(settings.secret_refresh)
+            self.metrics.secret_last_refresh.set(time.time())
 
     # ------------------------------------------------------------------ ages
 

@@ -8,6 +8,7 @@ Secret-bearing values are masked unless ``--show-secrets``.
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 
 from multidict import CIMultiDict
@@ -88,8 +89,10 @@ async def dry_run(
                 value = _mask(name, value, shown_secret_headers, secrets)
             lines.append(f"{name}: {value}")
         text = "\n".join(lines) + "\n\n"
-        if body:
-            shown = body.decode("utf-8", errors="replace")
+        if body and _binary(body):  # a terminal is no place for raw bytes: say what they are
+            text += f"<binary body: {len(body)} bytes, sha256 {hashlib.sha256(body).hexdigest()}>\n"
+        elif body:
+            shown = body.decode("utf-8")
             text += (_mask_text(shown, secrets) if not show_secrets else shown) + "\n"
         if show_secrets and prepared.result.debug:  # e.g. SigV4's canonical request: may hold secrets
             text += "".join(f"\n{label}:\n{value}\n" for label, value in prepared.result.debug)
@@ -114,3 +117,12 @@ def _mask_text(text: str, secrets: set[str]) -> str:
 
 
 __all__ = ["FrozenClock", "PinnedClock", "dry_run"]
+
+
+def _binary(body: bytes) -> bool:
+    """Not UTF-8 text, or text with control characters other than tab and line breaks."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        return True
+    return any((ord(c) < 32 and c not in "\t\n\r") or ord(c) == 127 for c in text)

@@ -1,4 +1,4 @@
-"""The README's error table lists every code Signet answers with (the one SignetError tree)."""
+"""The error table (docs/operations.md, "Errors") lists every code Signet answers with (the one SignetError tree)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 from proxy import errors
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+OPERATIONS = Path(__file__).resolve().parent.parent / "docs" / "operations.md"
 
 
 def _codes() -> dict[str, int]:
@@ -21,8 +21,8 @@ def _codes() -> dict[str, int]:
     return found
 
 
-def test_every_error_code_is_in_the_readme_table() -> None:
-    table = README.read_text().split("## Errors", 1)[1].split("\n## ", 1)[0]
+def test_every_error_code_is_in_the_docs_error_table() -> None:
+    table = OPERATIONS.read_text().split("## Errors", 1)[1].split("\n## ", 1)[0]
     codes = _codes()
     assert len(codes) >= 12, codes
     missing = [f"{status} {code}" for code, status in codes.items() if f"`{code}`" not in table]

@@ -1,4 +1,4 @@
-"""Every YAML example in the README loads as a config (the README stays true).
+"""Every YAML example in the README and the docs pages loads as a config (the docs stay true).
 
 Each ```yaml block is made into a whole config the way a reader would use it:
 a full config as it is, a route (``- name: ...``) under ``routes:``, an
@@ -21,9 +21,13 @@ import yaml
 
 from proxy.config import load_config_text
 from proxy.forward_proxy.ca import write_ca
+from tests.docs.pages import ROOT, pages
 
-README = Path(__file__).resolve().parent.parent / "README.md"
-BLOCKS = re.findall(r"```yaml\n(.*?)```", README.read_text(), re.S)
+BLOCKS = [
+    (f"{path.relative_to(ROOT)} yaml block {i}", block)
+    for path in pages()
+    for i, block in enumerate(re.findall(r"```yaml\n(.*?)```", path.read_text(), re.S))
+]
 ROUTE = "routes:\n  - {name: example, prefix: /example, upstream: 'http://127.0.0.1:9'}\n"
 
 
@@ -51,15 +55,17 @@ def configs(block: str) -> list[str]:
     return [text + "\n" + ROUTE]
 
 
-@pytest.mark.parametrize("index", range(len(BLOCKS)))
-def test_readme_yaml_example_loads(index: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(("where", "block"), BLOCKS, ids=[where for where, _ in BLOCKS])
+def test_readme_yaml_example_loads(
+    where: str, block: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Paths that exist only on a deployed host (``spool_dir``) point into a temp dir here."""
     token_file = tmp_path / "web-identity-token"
     token_file.write_text("eyJ.example.token")
     env = {"AWS_ROLE_ARN": "arn:aws:iam::123456789012:role/example", "AWS_WEB_IDENTITY_TOKEN_FILE": str(token_file)}
     for name, value in env.items():  # web identity reads the process environment, as EKS sets it
         monkeypatch.setenv(name, value)
-    for text in configs(BLOCKS[index]):
+    for text in configs(block):
         text = re.sub(r"(spool_dir:) *\S+", rf"\1 {tmp_path}", text)
         if "forward_proxy:" in text:  # the CA files a reader creates with `signet ca init`
             cert, key = (tmp_path / "ca" / "ca.pem", tmp_path / "ca" / "ca-key.pem")
@@ -70,8 +76,11 @@ def test_readme_yaml_example_loads(index: int, tmp_path: Path, monkeypatch: pyte
             value = "redis://127.0.0.1:6379/0" if "REDIS" in name else f"readme-{name.lower()}-value"
             env.setdefault(name, value)
         assert isinstance(yaml.safe_load(re.sub(r"\$\{[^}]*\}", "x", text)), dict), text
-        load_config_text(text, env=env, source=f"README.md yaml block {index}")
+        load_config_text(text, env=env, source=where)
 
 
-def test_the_readme_has_examples() -> None:
+def test_the_docs_have_examples() -> None:
     assert len(BLOCKS) >= 15
+    assert {where.split(" ")[0] for where, _ in BLOCKS} >= {
+        "docs/vendors.md", "docs/aws.md", "docs/recipes.md", "docs/secrets.md", "docs/shared-service.md"
+    }

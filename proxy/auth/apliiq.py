@@ -20,6 +20,8 @@ import hashlib
 import hmac
 from typing import Literal
 
+from pydantic import Field
+
 from proxy.auth.base import AuthResult, AuthScheme, SchemeContext, SchemeOptions, UpstreamRequest
 from proxy.auth.digest import unix_seconds
 from proxy.auth.registry import register
@@ -40,8 +42,10 @@ AUTH_PREFIX = "x-apliiq-auth "
 
 class ApliiqOptions(SchemeOptions):
     scheme: Literal["apliiq"]
-    app_id: str | Secret
-    shared_secret: Secret
+    app_id: str | Secret = Field(description="Apliiq application id (APPID in the Authorization header).")
+    shared_secret: Secret = Field(
+        description="Apliiq shared secret: the HMAC-SHA256 key of SIG (never sent)."
+    )
 
 
 @register

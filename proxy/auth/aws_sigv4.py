@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import quote, unquote_to_bytes
 
-from pydantic import field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 from yarl import URL
 
 from proxy.auth.base import AuthResult, AuthScheme, SchemeContext, SchemeOptions, UpstreamRequest
@@ -87,14 +87,32 @@ class AwsCredentials:
 
 class AwsSigV4Options(SchemeOptions):
     scheme: Literal["aws-sigv4"]
-    region: str
-    service: str
-    access_key_id: str | Secret | None = None
-    secret_access_key: Secret | None = None
-    session_token: Secret | None = None
-    credentials: Literal["web-identity"] | None = None
-    sts_endpoint: str | None = None
-    payload: Literal["signed", "unsigned"] = "signed"
+    region: str = Field(description="AWS region of the endpoint, e.g. eu-west-1.")
+    service: str = Field(description="The service's signing name: s3, execute-api, dynamodb, sqs, ...")
+    access_key_id: str | Secret | None = Field(None, description="Static credentials: the access key id.")
+    secret_access_key: Secret | None = Field(
+        None, description="Static credentials: the secret access key (a secret reference)."
+    )
+    session_token: Secret | None = Field(
+        None, description="Temporary credentials: the session token, sent as X-Amz-Security-Token."
+    )
+    credentials: Literal["web-identity"] | None = Field(
+        None,
+        description=(
+            "'web-identity': assume AWS_ROLE_ARN with the token in AWS_WEB_IDENTITY_TOKEN_FILE (EKS IRSA) "
+            "instead of static keys."
+        ),
+    )
+    sts_endpoint: str | None = Field(
+        None, description="STS endpoint for web identity; default https://sts.<region>.amazonaws.com/."
+    )
+    payload: Literal["signed", "unsigned"] = Field(
+        "signed",
+        description=(
+            "'signed' (SHA-256 of the body) or 'unsigned' (UNSIGNED-PAYLOAD: the body streams, no size "
+            "limit; S3 over HTTPS)."
+        ),
+    )
 
     @field_validator("region", "service")
     @classmethod

@@ -51,11 +51,21 @@ def _scope_text(scope: str | Secret | list[str] | None) -> str | None:
 class _TokenOptions(SchemeOptions):
     """Fields shared by both schemes."""
 
-    client_id: str | Secret
-    client_secret: Secret
-    scope: str | Secret | list[str] | None = None
-    refresh_before: float = Field(60.0, ge=0)
-    default_expires_in: float = Field(300.0, gt=0)
+    client_id: str | Secret = Field(description="OAuth2 client id.")
+    client_secret: Secret = Field(description="OAuth2 client secret (a secret reference).")
+    scope: str | Secret | list[str] | None = Field(
+        None, description="Scope to ask for: a string or a list (joined with spaces); default none."
+    )
+    refresh_before: float = Field(
+        60.0, ge=0,
+        description=(
+            "Seconds before expiry when the token is renewed in the background; when expires_in is not more "
+            "than this, renew at half its life."
+        ),
+    )
+    default_expires_in: float = Field(
+        300.0, gt=0, description="Token lifetime in seconds assumed when the token answer has no expires_in."
+    )
 
     @field_validator("client_id", "client_secret")
     @classmethod
@@ -67,10 +77,23 @@ class _TokenOptions(SchemeOptions):
 
 class OAuth2Options(_TokenOptions):
     scheme: Literal["oauth2-client-credentials"]
-    token_url: str | Secret
-    client_auth: Literal["basic", "body"] = "basic"
-    request_format: Literal["form", "json"] = "form"
-    extra: dict[str, str | Secret] = Field(default_factory=dict)
+    token_url: str | Secret = Field(description="The token endpoint (https://...).")
+    client_auth: Literal["basic", "body"] = Field(
+        "basic",
+        description=(
+            "How the client authenticates to the token endpoint: 'basic' (HTTP Basic, RFC 6749 2.3.1) or "
+            "'body' (client_id and client_secret in the request body)."
+        ),
+    )
+    request_format: Literal["form", "json"] = Field(
+        "form", description="Token request body format: 'form' (application/x-www-form-urlencoded) or 'json'."
+    )
+    extra: dict[str, str | Secret] = Field(
+        default_factory=dict,
+        description=(
+            "More fields for the token request (e.g. audience); values may be references."
+        ),
+    )
 
     @field_validator("token_url")
     @classmethod
@@ -88,9 +111,11 @@ class OAuth2Options(_TokenOptions):
 
 class ThreePLCentralOptions(_TokenOptions):
     scheme: Literal["threeplcentral"]
-    user_login: str | Secret
-    tpl: str | Secret | None = None
-    token_url: str | Secret = THREEPL_TOKEN_URL
+    user_login: str | Secret = Field(description="The 3PL Central user login sent in the token request.")
+    tpl: str | Secret | None = Field(
+        None, description="The tpl value for single-tenant dynamic credentials; omit otherwise."
+    )
+    token_url: str | Secret = Field(THREEPL_TOKEN_URL, description="The 3PL Central token endpoint.")
 
     @field_validator("token_url")
     @classmethod

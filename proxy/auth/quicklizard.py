@@ -19,6 +19,8 @@ from __future__ import annotations
 import hashlib
 from typing import Literal
 
+from pydantic import Field
+
 from proxy.auth.base import (
     AuthResult,
     AuthScheme,
@@ -39,8 +41,10 @@ TIMESTAMP_PARAM = "qts"
 
 class QuicklizardOptions(SchemeOptions):
     scheme: Literal["quicklizard"]
-    api_key: str | Secret
-    api_secret: Secret
+    api_key: str | Secret = Field(description="Quicklizard API key, sent as API_KEY.")
+    api_secret: Secret = Field(
+        description="Quicklizard API secret, appended to the digested message of API_DIGEST (never sent)."
+    )
 
 
 def timestamped_query(query: str, ms: int) -> str:

@@ -90,6 +90,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
+    Field,
     PlainSerializer,
     PlainValidator,
     ValidationInfo,
@@ -365,13 +366,44 @@ class RecipeOptions(SchemeOptions):
     ``message`` are validated first so the templates can be checked against them."""
 
     scheme: Literal["hmac"]
-    vars: dict[VarName, str | Secret] = {}
-    message: MessageTemplate | None = None
-    key: KeyTemplate | None = None
-    algorithm: Literal["sha1", "sha256", "sha512", "md5"] = "sha256"
-    encoding: Literal["hex", "HEX", "base64", "base64url"] = "hex"
-    headers: dict[HeaderName, HeaderTemplate] = {}
-    query: dict[ParamName, QueryTemplate] = {}
+    vars: dict[VarName, str | Secret] = Field(
+        {},
+        description=(
+            "Named values the templates use by name (secrets allowed); substituted as data, never parsed as "
+            "templates."
+        ),
+    )
+    message: MessageTemplate | None = Field(
+        None,
+        description=(
+            "Template of the signed message ({method}, {path}, {query}, {body_sha256}, {timestamp}, "
+            "vars...); omit for headers without a signature."
+        ),
+    )
+    key: KeyTemplate | None = Field(
+        None,
+        description=(
+            "Template of the HMAC key, usually \"{secret}\"; omit for a plain digest of the message."
+        ),
+    )
+    algorithm: Literal["sha1", "sha256", "sha512", "md5"] = Field(
+        "sha256", description="Hash: sha1, sha256, sha512 or md5."
+    )
+    encoding: Literal["hex", "HEX", "base64", "base64url"] = Field(
+        "hex",
+        description=(
+            "Signature encoding: hex, HEX (upper case), base64 (padded) or base64url (URL-safe, no padding)."
+        ),
+    )
+    headers: dict[HeaderName, HeaderTemplate] = Field(
+        {}, description="Headers to set: name -> template ({signature} allowed)."
+    )
+    query: dict[ParamName, QueryTemplate] = Field(
+        {},
+        description=(
+            "Query parameters to append (replacing the client's of the same name): name -> template."
+        ),
+    )
 
     @field_validator("key")
     @classmethod

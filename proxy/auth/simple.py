@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 from typing import Literal
 
+from pydantic import Field
+
 from proxy.auth.base import AuthResult, AuthScheme, SchemeOptions, UpstreamRequest
 from proxy.auth.registry import register
 from proxy.secret import Secret, reveal
@@ -30,7 +32,12 @@ _EMPTY = AuthResult()
 
 class StaticOptions(SchemeOptions):
     scheme: Literal["static"]
-    headers: dict[str, str | Secret]
+    headers: dict[str, str | Secret] = Field(
+        description=(
+            "Headers sent on every request: name -> value (values from references are masked by 'signet "
+            "sign')."
+        ),
+    )
 
 
 @register
@@ -55,8 +62,8 @@ class StaticHeaders(AuthScheme):
 
 class BasicOptions(SchemeOptions):
     scheme: Literal["basic"]
-    username: Secret
-    password: Secret
+    username: Secret = Field(description="User name for 'Authorization: Basic'.")
+    password: Secret = Field(description="Password for 'Authorization: Basic' (a secret reference).")
 
 
 def basic_authorization(user: str, password: str) -> str:
@@ -87,7 +94,7 @@ class BasicAuth(AuthScheme):
 
 class BearerOptions(SchemeOptions):
     scheme: Literal["bearer"]
-    token: Secret
+    token: Secret = Field(description="Token sent as 'Authorization: Bearer <token>' (a secret reference).")
 
 
 @register

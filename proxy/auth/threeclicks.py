@@ -20,6 +20,8 @@ import hashlib
 import hmac
 from typing import Literal
 
+from pydantic import Field
+
 from proxy.auth.base import AuthResult, AuthScheme, SchemeContext, SchemeOptions, UpstreamRequest
 from proxy.auth.digest import unix_seconds
 from proxy.auth.registry import register
@@ -45,14 +47,16 @@ EMPTY_BODY_DATA = b"{}"
 
 class ThreeClicksSimpleOptions(SchemeOptions):
     scheme: Literal["threeclicks-simple"]
-    api_key: str | Secret
-    api_secret: Secret
+    api_key: str | Secret = Field(description="3 Clicks API key, sent as X-Api-Key.")
+    api_secret: Secret = Field(description="3 Clicks API secret, sent as X-Api-Secret.")
 
 
 class ThreeClicksStrictOptions(SchemeOptions):
     scheme: Literal["threeclicks-strict"]
-    api_key: str | Secret
-    api_secret: Secret
+    api_key: str | Secret = Field(description="3 Clicks API key, sent as X-Api-Key and signed.")
+    api_secret: Secret = Field(
+        description="3 Clicks API secret: the HMAC-SHA256 key of X-Api-Signature (never sent)."
+    )
 
 
 @register

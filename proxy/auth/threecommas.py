@@ -13,6 +13,8 @@ import hashlib
 import hmac
 from typing import Literal
 
+from pydantic import Field
+
 from proxy.auth.base import AuthResult, AuthScheme, SchemeContext, SchemeOptions, UpstreamRequest
 from proxy.auth.registry import register
 from proxy.body import (
@@ -34,8 +36,10 @@ SIGNATURE_HEADER = "Signature"
 
 class ThreeCommasOptions(SchemeOptions):
     scheme: Literal["threecommas"]
-    api_key: str | Secret
-    secret: Secret
+    api_key: str | Secret = Field(description="3Commas API key, sent as Apikey.")
+    secret: Secret = Field(
+        description="3Commas secret: the HMAC-SHA256 key of the Signature header (never sent)."
+    )
 
 
 def head(path: str, query: str) -> bytes:

@@ -85,7 +85,7 @@ class ProxyConnection(asyncio.Protocol):
         self._max_headers = limits.max_headers
         self._max_field = limits.max_header_bytes
         self._connections = connections
-        self._loop = asyncio.get_event_loop()
+        self._loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self.flow: FlowControl | None = None
         self._parser = httptools.HttpRequestParser(self)
@@ -114,6 +114,8 @@ class ProxyConnection(asyncio.Protocol):
         self._detached = False
         self._header_timer: asyncio.TimerHandle | None = None
         self._idle_timer: asyncio.TimerHandle | None = None
+        self._in_head = False  # a head has begun and is not complete
+        self._idle_since = 0.0  # when the last answer ended (0: not idle)
 
     # ---------------------------------------------------------- transport
 
@@ -157,9 +159,7 @@ class ProxyConnection(asyncio.Protocol):
     # ------------------------------------------------------------ scanner
 
     def data_received(self, data: bytes) -> None:
-        if self._idle_timer is not None:
-            self._idle_timer.cancel()
-            self._idle_timer = None
+        self._idle_since = 0.0
         pos = 0
         n = len(data)
         while pos < n:
@@ -211,6 +211,8 @@ class ProxyConnection(asyncio.Protocol):
             if not self._feed(data if pos == 0 and end == n else data[pos:end], data, end):
                 return
             pos = end
+        if self._in_head and self._header_timer is None:
+            self._arm_header_timer()  # a head still incomplete after this read
         if self._queue and self._task is not None and self.flow is not None:
             self.flow.pause_reading("pipeline")
 
@@ -231,7 +233,7 @@ class ProxyConnection(asyncio.Protocol):
         except httptools.HttpParserUpgrade as exc:  # CONNECT or Upgrade: the rest is not HTTP
             self._leftover = piece[int(exc.args[0]) :] + data[end:]
             self._scan = _STOP
-            if self.flow is not None:  # what comes next is for whoever takes the transport over
+            if self.flow is not None:  # later bytes wait in the kernel for detach()'s new protocol
                 self.flow.pause_reading("upgrade")
             return False
         except httptools.HttpParserCallbackError:
@@ -248,7 +250,7 @@ class ProxyConnection(asyncio.Protocol):
         self._url = b""
         self._headers = []
         self._error = None
-        self._arm_header_timer()  # also for a head that starts behind a complete request
+        self._in_head = True  # timed from the end of this read if still incomplete (data_received)
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -268,6 +270,7 @@ class ProxyConnection(asyncio.Protocol):
         headers.append((name, value))
 
     def on_headers_complete(self) -> None:
+        self._in_head = False
         self._disarm_header_timer()
         parser = self._parser
         version = parser.get_http_version()
@@ -369,11 +372,9 @@ class ProxyConnection(asyncio.Protocol):
     def _finished(self, request: Request) -> None:
         self._task = None
         self._active = None
-        if self._detached:  # the transport belongs to a tunnel now
-            return
         transport = self.transport
-        if transport is None or transport.is_closing():
-            return
+        if transport is None or transport.is_closing() or self._detached:
+            return  # gone, or handed to another protocol (detach)
         responder = request.responder
         assert responder is not None and self.flow is not None
         if (
@@ -392,8 +393,10 @@ class ProxyConnection(asyncio.Protocol):
                 self.flow.resume_reading("pipeline")
             return
         self.flow.resume_reading("pipeline")
-        if self._current is None and self._head_len == 0 and self._header_timer is None:
-            self._idle_timer = self._loop.call_later(self._limits.keepalive_timeout, self._idle_timed_out)
+        if self._current is None and not self._in_head:
+            self._idle_since = self._loop.time()
+            if self._idle_timer is None:  # one timer per connection, re-armed by itself
+                self._idle_timer = self._loop.call_later(self._limits.keepalive_timeout, self._idle_timed_out)
 
     def _refuse(self, error: RequestError) -> None:
         """Stop parsing; ``error`` is answered (then the connection closes) after what is owed."""
@@ -416,7 +419,7 @@ class ProxyConnection(asyncio.Protocol):
 
     def _abort(self) -> None:
         """Cut the connection: the client must see a truncated answer, not a complete one."""
-        if self.transport is not None:
+        if self.transport is not None and not self._detached:
             self.transport.abort()
 
     # ------------------------------------------------------------ timers
@@ -459,7 +462,13 @@ class ProxyConnection(asyncio.Protocol):
 
     def _idle_timed_out(self) -> None:
         self._idle_timer = None
-        if self._task is None and not self._queue and self.transport is not None:
+        since = self._idle_since
+        if not since or self._task is not None or self._queue or self.transport is None:
+            return  # busy again: _finished arms it anew
+        left = since + self._limits.keepalive_timeout - self._loop.time()
+        if left > 0:
+            self._idle_timer = self._loop.call_later(left, self._idle_timed_out)
+        else:
             self.transport.close()
 
     # ------------------------------------------------------------ control
@@ -497,10 +506,13 @@ class ProxyConnection(asyncio.Protocol):
 
         Call it after writing the upstream's ``101`` head. Returns the transport
         and the bytes the client already sent past its request head; the
-        caller then calls ``transport.set_protocol(new)`` (and
-        ``resume_reading``). This connection stops parsing, its timers stop,
-        it leaves the listener's drain set, and ``connection_lost`` no longer
-        touches it.
+        caller then calls ``transport.set_protocol(new)`` and
+        ``transport.resume_reading()`` (reading is paused from the end of an
+        upgrade head, so nothing is lost in between), and feeds the leftover
+        bytes to the new protocol. This connection stops parsing, its timers
+        stop, it leaves the listener's drain set, ``connection_lost`` no longer
+        touches it, and the end of the handler's task leaves the transport
+        alone (see tests/server/test_detach.py).
         """
         assert self.transport is not None
         self._detached = True

@@ -64,6 +64,7 @@ class UpstreamConnection(asyncio.Protocol):
         # exchange state (reset by _begin)
         self._active = False
         self._parser: httptools.HttpResponseParser | None = None
+        self._parsed_to_end = False
         self._no_body = False
         self._got_byte = False
         self._head_done = False
@@ -221,10 +222,8 @@ class UpstreamConnection(asyncio.Protocol):
     def on_message_complete(self) -> None:
         if not self._head_done or self._complete:
             return  # the end of a skipped 1xx answer
-        self._complete = True
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._complete = True  # the read timer stays: it lapses by itself (see _arm_read_timer)
+        self._parsed_to_end = True  # llhttp is at a message boundary: its parser can be reused
         self._wake()
 
     # ------------------------------------------------------------ exchange
@@ -233,7 +232,9 @@ class UpstreamConnection(asyncio.Protocol):
         """Start an exchange on this (idle or new) connection."""
         self.exchanges += 1
         self._active = True
-        self._parser = httptools.HttpResponseParser(self)  # per exchange: HEAD leaves it mid-message
+        if self._parser is None:  # kept from the last exchange only if llhttp ended it cleanly
+            self._parser = httptools.HttpResponseParser(self)
+        self._parsed_to_end = False
         self._no_body = no_body
         self._got_byte = self._head_done = self._complete = self._framed = self.has_length = False
         self._error = None
@@ -393,10 +394,8 @@ class UpstreamConnection(asyncio.Protocol):
     def finish(self) -> bool:
         """End the exchange; True when the connection may go back to the pool."""
         self._active = False
-        self._parser = None
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        if not self._parsed_to_end or self._no_body:  # HEAD leaves llhttp mid-message
+            self._parser = None
         upload = self._upload
         self._upload = None
         clean = self._complete and not self._chunks and self._error is None
@@ -446,9 +445,18 @@ class UpstreamConnection(asyncio.Protocol):
         self.close()
 
     def _arm_read_timer(self) -> None:
-        if self._read_timeout > 0 and self._timer is None and not self._complete and self._active:
-            self._last_byte = self.loop.time()
-            self._timer = self.loop.call_later(self._read_timeout, self._check_read)
+        """Start the read clock. One timer serves every exchange of a keep-alive connection:
+        a later exchange only moves ``_last_byte`` (no timer handle per request), and
+        ``_check_read`` re-arms itself for the time left or lapses when nothing runs."""
+        if self._read_timeout <= 0 or self._complete or not self._active:
+            return
+        now = self._last_byte = self.loop.time()
+        timer = self._timer
+        if timer is not None and timer.when() <= now + self._read_timeout:
+            return
+        if timer is not None:
+            timer.cancel()  # a shorter timeout than the running timer's
+        self._timer = self.loop.call_later(self._read_timeout, self._check_read)
 
     def _check_read(self) -> None:
         self._timer = None

@@ -20,11 +20,15 @@ DEMO_BASE = "http://127.0.0.1:8080"
 
 
 def readme_demo_curls() -> list[str]:
-    """Every curl line in the Quick start's demo step (from "Try the demo" to the next step)."""
-    text = README.read_text()
-    start = text.index("1. Try the demo")
-    end = text.index("\n2. ", start)
-    return [line.strip() for line in text[start:end].splitlines() if line.strip().startswith("curl ")]
+    """Every curl line in the demo step (from "Try the demo" to the next step) of the README's
+    tour and of docs/getting-started.md."""
+    found: list[str] = []
+    for path in (README, ROOT / "docs" / "getting-started.md"):
+        text = path.read_text()
+        start = text.index("1. Try the demo")
+        end = text.index("\n2. ", start)
+        found += [line.strip() for line in text[start:end].splitlines() if line.strip().startswith("curl ")]
+    return list(dict.fromkeys(found))
 
 
 def test_readme_demo_examples_come_from_the_demo_route_table() -> None:

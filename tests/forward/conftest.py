@@ -171,3 +171,14 @@ def forward_signet(
         return signet_process(config, env={**SECRETS_ENV, **(extra_env or {})})
 
     return start
+
+
+async def log_lines(p: Any, want: Callable[[dict[str, Any]], bool], count: int = 1) -> list[dict[str, Any]]:
+    """The request lines matching ``want``, once ``count`` are there: a line is written after its
+    answer is sent, so a client can have the answer before the line exists."""
+    deadline = asyncio.get_running_loop().time() + 10
+    while True:
+        found = [e for e in p.events() if e.get("event") == "request" and want(e)]
+        if len(found) >= count or asyncio.get_running_loop().time() > deadline:
+            return found
+        await asyncio.sleep(0.05)

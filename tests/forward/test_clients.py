@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from tests.forward.conftest import TOKEN_A, Vendor, client_env, python, run, threecommas_route
+from tests.forward.conftest import TOKEN_A, Vendor, client_env, log_lines, python, run, threecommas_route
 
 HOST = "api.vendor.example"
 URL = f"https://{HOST}/public/api/ver1/bots/7/update?name=a%2Fb&x=1"
@@ -45,8 +45,8 @@ def _check(vendor: Vendor, answer: dict[str, Any], body: bytes = BODY, raw_path:
     assert seen["host"] == f"127.0.0.1:{vendor.port}"  # Signet speaks to the upstream it was given
 
 
-def _route_lines(p: Any) -> list[dict[str, Any]]:
-    return [e for e in p.events() if e.get("event") == "request" and e.get("method") != "CONNECT"]
+async def _route_lines(p: Any, count: int = 1) -> list[dict[str, Any]]:
+    return await log_lines(p, lambda e: e.get("method") != "CONNECT", count)
 
 
 CODE = {
@@ -95,7 +95,7 @@ async def test_python_clients(client: str, forward_signet: Any, vendor: Vendor, 
     code, out, err = await run(python(CODE[client]) + [URL], env, stdin=BODY)
     assert code == 0, err
     _check(vendor, json.loads(out))
-    lines = _route_lines(p)
+    lines = await _route_lines(p)
     assert lines[-1]["route"] == "vendor" and lines[-1]["client"] == "app-a" and lines[-1]["status"] == 200
 
 
@@ -153,9 +153,9 @@ print("ok")
     env = client_env(p.proxy_url, signet_ca / "ca.pem", token=TOKEN_A)
     rc, out, err = await run(python(code) + [f"https://{HOST}/public/api/ver1/deals"], env)
     assert rc == 0 and out.strip() == "ok", err
-    connects = [e for e in p.events() if e.get("event") == "request" and e.get("method") == "CONNECT"]
+    connects = await log_lines(p, lambda e: e.get("method") == "CONNECT")
     assert len(connects) == 1 and connects[0]["status"] == 200 and connects[0]["route"] == "vendor"
-    assert len([e for e in _route_lines(p) if e["path"] == "/public/api/ver1/deals"]) == 20
+    assert len([e for e in await _route_lines(p, 20) if e["path"] == "/public/api/ver1/deals"]) == 20
 
 
 async def test_py3cw_unchanged_against_the_3commas_mock(

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from tests.forward import rawclient
-from tests.forward.conftest import TOKEN_A, TOKEN_B, Vendor, threecommas_route
+from tests.forward.conftest import TOKEN_A, TOKEN_B, Vendor, log_lines, threecommas_route
 
 HOST = "api.vendor.example"
 
@@ -57,7 +57,7 @@ async def test_connect_with_a_token_whose_routes_exclude_the_host(forward_signet
     error = json.loads(body)["error"]
     assert error["code"] == "forbidden" and error["route"] == "vendor"
     assert "app-b" in error["message"]
-    line = next(e for e in p.events() if e.get("event") == "request" and e.get("method") == "CONNECT")
+    line = (await log_lines(p, lambda e: e.get("method") == "CONNECT"))[0]
     assert line["route"] == "vendor" and line["status"] == 403
 
 
@@ -167,7 +167,7 @@ async def test_absolute_form_for_a_route_host_is_served_and_signed(
     seen = json.loads(data)
     assert seen["signed"] and seen["raw_path"] == "/public/api/ver1/bots?limit=5&b=%2F"
     assert ("Apikey", "the-apps-own") not in [tuple(h) for h in seen["headers"]]
-    line = next(e for e in p.events() if e.get("event") == "request" and e.get("route") == "vendor")
+    line = (await log_lines(p, lambda e: e.get("route") == "vendor"))[0]
     assert line["client"] == "app-a" and line["status"] == 200 and line["path"] == "/public/api/ver1/bots"
     reader, writer = await asyncio.open_connection("127.0.0.1", _port(p))
     writer.write(

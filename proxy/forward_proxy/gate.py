@@ -216,7 +216,8 @@ def _request_line(
         "event": "request",
         "route": route,
         "method": request.method,
-        "path": target[:512],
+        # a target that is not UTF-8 holds lone surrogates: shown escaped, never an encoding error
+        "path": target[:512].encode("utf-8", "backslashreplace").decode("utf-8"),
         "status": status,
         "upstream_status": None,
         "duration_ms": round((time.perf_counter() - started) * 1000, 3),

@@ -205,3 +205,24 @@ async def test_other_hosts_tunnel_splices_bytes_untouched(forward_signet: Any, v
     finally:
         server.close()
         await server.wait_closed()
+
+
+async def test_targets_that_are_not_utf8_get_400_and_a_log_line(
+    forward_signet: Any, signet_process: Any, vendor: Vendor
+) -> None:
+    """A lone byte 0xC3 in a CONNECT or absolute-form target: 400 (it was a 500, the log line
+    could not be encoded), with or without forward-proxy mode."""
+    from tests.conftest import config_text
+
+    plain = signet_process(config_text([{"name": "plain", "prefix": "/plain", "upstream": vendor.upstream}]))
+    for p in (forward_signet(_routes(vendor)), plain):
+        for head in (b"CONNECT /up/\xc3 HTTP/1.1\r\nHost: x\r\n\r\n",
+                     b"CONNECT api.vendor\xc3.example:443 HTTP/1.1\r\nHost: x\r\n\r\n",
+                     b"GET http://api.vendor.example/\xc3 HTTP/1.1\r\nHost: x\r\n\r\n"):
+            reader, writer = await asyncio.open_connection("127.0.0.1", _port(p))
+            writer.write(head)
+            status, _, data = await rawclient.read_response(reader)
+            writer.close()
+            assert status in (400, 403), (head, data)
+            assert json.loads(data)["error"]["code"] in ("bad_request", "forbidden")
+        assert "Traceback" not in p.text() and "request_failed" not in p.text()

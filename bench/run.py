@@ -26,15 +26,34 @@ afterwards; every process started is killed (by process group) on exit:
 - ``bench/passthrough50.py``, the 50-line aiohttp pass-through reference, and
   ``bench/passthrough_raw.py``, a minimal uvloop + httptools pass-through:
   the Python floor;
+- two more peers from Debian packages, each injecting a static header as a
+  credential proxy does: **caddy** (``reverse_proxy`` with ``header_up``, one
+  core: ``GOMAXPROCS=1``; Go's ``net/http`` proxy, the engine of the Go
+  credential proxies) and **haproxy** (``nbthread 1``, ``http-request
+  set-header``); Signet's ``/static`` route (scheme ``static``) is the
+  matching ``signet-static`` row;
 - for the scaling section, Signet ``--workers 2`` and an nginx peer with
   ``worker_processes 2``.
 
 wrk (``-t1``) runs against each target in interleaved rounds (direct,
-nginx, signet-none, signet-sign, signet-oauth, passthrough50,
-passthrough-raw, signet-none-nolog, then again), at c50 (throughput) and c10 (latency). Reported
-per target: median req/s, p50 and p99 over the rounds, plus the ratios.
-Only ratios from one run mean anything: absolute figures drift with the
-machine.
+nginx, haproxy, caddy, signet-none, signet-static, signet-sign,
+signet-oauth, passthrough50, passthrough-raw, signet-none-nolog, then
+again), at c50 (throughput) and c10 (latency). Reported per target: median
+req/s, p50 and p99 over the rounds, plus the ratios. Only ratios from one
+run mean anything: absolute figures drift with the machine.
+
+Then, each alone on the machine:
+
+- **syscalls per proxied request** (``strace -c -f`` attached to Signet, at
+  its default log level, and to the nginx peer, over 4,000 keep-alive
+  requests over 10 connections; the calls are counted in the proxy's processes
+  only, the upstream's are not);
+- **idle RSS** of a fresh ``signet serve`` with the bench config, 1 s after
+  it is ready, and its **start to ready** time (process start until
+  ``/readyz`` answers 200), median of 3 starts.
+
+``targets`` lists issue 18's goals, each as MET, not met or n/a (a goal
+that does not apply to this run, e.g. a ratio to nginx when nginx is slow).
 """
 
 from __future__ import annotations
@@ -79,8 +98,12 @@ def find_tool(name: str) -> str | None:
     return shutil.which(name, path=SEARCH_PATH)
 
 
+OPTIONAL_TOOLS = ("caddy", "haproxy", "strace")  # their rows are skipped when missing
+
+
 def ensure_tools(install: bool) -> dict[str, str | None]:
-    tools = {n: find_tool(n) for n in ("nginx", "wrk", "curl")}
+    names = ("nginx", "wrk", "curl", *OPTIONAL_TOOLS)
+    tools = {n: find_tool(n) for n in names}
     missing = [n for n, p in tools.items() if p is None]
     if missing and install and shutil.which("apt-get"):
         sudo = [] if os.geteuid() == 0 else ["sudo", "-n"]
@@ -94,7 +117,7 @@ def ensure_tools(install: bool) -> dict[str, str | None]:
             env=env,
             check=False,
         )
-        tools = {n: find_tool(n) for n in ("nginx", "wrk", "curl")}
+        tools = {n: find_tool(n) for n in names}
     return tools
 
 
@@ -212,6 +235,73 @@ def start_nginx(procs: Procs, nginx: str, work: Path, name: str, conf: str, port
     return proc
 
 
+# ----------------------------------------------------------------- caddy, haproxy
+
+# what every peer injects (as Signet's /static route does): a credential proxy's least work
+STATIC_HEADER = ("X-Api-Key", "bench-static-key")
+
+
+def caddy_conf(port: int, upstream_port: int) -> str:
+    name, value = STATIC_HEADER
+    return f"""{{
+  admin off
+  auto_https off
+}}
+http://127.0.0.1:{port} {{
+  reverse_proxy 127.0.0.1:{upstream_port} {{
+    header_up {name} {value}
+    transport http {{
+      keepalive 75s
+      keepalive_idle_conns_per_host 64
+    }}
+  }}
+}}
+"""
+
+
+def start_caddy(procs: Procs, caddy: str, work: Path, port: int, upstream_port: int) -> subprocess.Popen[Any]:
+    path = work / "Caddyfile"
+    path.write_text(caddy_conf(port, upstream_port))
+    home = work / "caddy-home"
+    home.mkdir(exist_ok=True)
+    env = dict(
+        os.environ, GOMAXPROCS="1", HOME=str(home),
+        XDG_DATA_HOME=str(home / "data"), XDG_CONFIG_HOME=str(home / "config"),
+    )
+    proc = procs.start("caddy", [caddy, "run", "--config", str(path), "--adapter", "caddyfile"], env, cwd=work)
+    wait_port(port, proc)
+    return proc
+
+
+def haproxy_conf(port: int, upstream_port: int) -> str:
+    name, value = STATIC_HEADER
+    return f"""global
+  nbthread 1
+  maxconn 4096
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 75s
+  timeout server 75s
+  timeout http-keep-alive 75s
+frontend fe
+  bind 127.0.0.1:{port}
+  http-request set-header {name} {value}
+  default_backend be
+backend be
+  http-reuse always
+  server up 127.0.0.1:{upstream_port}
+"""
+
+
+def start_haproxy(procs: Procs, haproxy: str, work: Path, port: int, upstream_port: int) -> subprocess.Popen[Any]:
+    path = work / "haproxy.cfg"
+    path.write_text(haproxy_conf(port, upstream_port))
+    proc = procs.start("haproxy", [haproxy, "-db", "-f", str(path)], cwd=work)
+    wait_port(port, proc)
+    return proc
+
+
 # ----------------------------------------------------------------- signet
 
 
@@ -225,6 +315,10 @@ routes:
     prefix: /none
     upstream: {up}
     auth: {{scheme: none}}
+  - name: static
+    prefix: /static
+    upstream: {up}
+    auth: {{scheme: static, headers: {{X-Api-Key: "${{BENCH_STATIC_KEY}}"}}}}
   - name: sign
     prefix: /sign
     upstream: {up}
@@ -273,8 +367,11 @@ def start_signet(
     root = Path(os.environ.get("BENCH_SIGNET_ROOT", ROOT))
     proc = procs.start(name, args, dict(env, PYTHONPATH=str(root)), cwd=root)
     wait_port(port, proc)
-    wait_port(admin, proc)
-    time.sleep(0.3 if workers > 1 else 0.0)  # let every worker bind
+    deadline = time.monotonic() + 30
+    while _get_status(admin, "/readyz") != 200:  # with --workers: every worker has reported ready
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"{name} did not become ready ({proc.returncode})")
+        time.sleep(0.02)
     return proc, port
 
 
@@ -398,6 +495,159 @@ class PeakRSS:
     def __exit__(self, *exc: Any) -> None:
         self._stop.set()
         self._thread.join()
+
+
+# ----------------------------------------------------------------- syscalls, idle RSS, start
+
+
+def _tree(pid: int) -> list[int]:
+    """pid and its children (an nginx master and its workers)."""
+    with contextlib.suppress(OSError):
+        return [pid, *(int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split())]
+    return [pid]
+
+
+def keepalive_requests(url: str, requests: int, conns: int) -> tuple[int, int]:
+    """``requests`` GETs over ``conns`` keep-alive HTTP/1.1 connections: (done, non-2xx).
+
+    A fixed count (wrk runs for a duration, whatever its script says); the client's own
+    speed does not matter here, only what the proxy does per request.
+    """
+    import http.client
+    from urllib.parse import urlsplit
+
+    u = urlsplit(url)
+    counts = [(0, 0)] * conns
+
+    def one(i: int, n: int) -> None:
+        conn = http.client.HTTPConnection(u.hostname or "127.0.0.1", u.port, timeout=30)
+        done = bad = 0
+        try:
+            for _ in range(n):
+                conn.request("GET", u.path)
+                r = conn.getresponse()
+                r.read()
+                done += 1
+                bad += not 200 <= r.status < 300
+                if r.will_close:
+                    raise RuntimeError(f"{url}: the proxy closed a keep-alive connection")
+        finally:
+            conn.close()
+            counts[i] = (done, bad)
+
+    share = [requests // conns + (i < requests % conns) for i in range(conns)]
+    threads = [threading.Thread(target=one, args=(i, n)) for i, n in enumerate(share)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sum(d for d, _ in counts), sum(b for _, b in counts)
+
+
+def parse_strace_counts(text: str) -> dict[str, int]:
+    """``strace -c`` summary -> calls per syscall (the ``total`` row left out)."""
+    calls: dict[str, int] = {}
+    for line in text.splitlines():
+        m = re.match(r"^\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(?:\d+\s+)?([a-z_0-9]+)\s*$", line)
+        if m and m.group(2) != "total":
+            calls[m.group(2)] = calls.get(m.group(2), 0) + int(m.group(1))
+    return calls
+
+
+def syscalls_per_request(
+    strace: str, work: Path, name: str, pid: int, url: str, requests: int, conns: int = 10
+) -> dict[str, Any]:
+    """System calls the proxy's processes make per proxied request (``strace -c -f``).
+
+    strace is attached to every process of the target (all threads, ``-f``), then
+    ``requests`` keep-alive requests go over ``conns`` connections; the denominator is the
+    count completed.
+    """
+    out = work / f"strace-{name}.txt"
+    pids = _tree(pid)
+    args = [strace, "-c", "-f", "-o", str(out)]
+    for p in pids:
+        args += ["-p", str(p)]
+    tracer = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        assert tracer.stderr is not None
+        attached = 0
+        deadline = time.monotonic() + 20
+        while attached < len(pids):  # strace says "Process N attached" for each
+            line = tracer.stderr.readline()
+            if not line or time.monotonic() > deadline:
+                raise RuntimeError(f"strace could not attach to {name} ({pids}): {line.strip()}")
+            attached += "attached" in line
+        done, non2xx = keepalive_requests(url, requests, conns)
+    finally:
+        tracer.send_signal(signal.SIGINT)
+        try:
+            tracer.wait(30)
+        except subprocess.TimeoutExpired:
+            tracer.kill()
+            tracer.wait()
+    calls = parse_strace_counts(out.read_text() if out.exists() else "")
+    if not done or not calls:
+        raise RuntimeError(f"syscall count for {name} failed: {done} requests, strace counted {calls}")
+    top = sorted(calls.items(), key=lambda kv: -kv[1])[:6]
+    return {
+        "requests": done,
+        "non2xx": non2xx,
+        "processes": len(pids),
+        "calls": sum(calls.values()),
+        "per_request": round(sum(calls.values()) / done, 2),
+        "top": {k: round(v / done, 2) for k, v in top},
+    }
+
+
+def _get_status(port: int, path: str) -> int | None:
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+    try:
+        conn.request("GET", path)
+        return conn.getresponse().status
+    except OSError:
+        return None
+    finally:
+        conn.close()
+
+
+def start_and_idle(
+    procs: Procs, work: Path, env: dict[str, str], ports: dict[str, int], runs: int, idle_s: float = 1.0
+) -> dict[str, Any]:
+    """Start a fresh ``signet serve`` (bench config, default log level) ``runs`` times.
+
+    Start to ready: from just before the process is created until ``/readyz`` answers 200
+    (polled every 2 ms). Idle RSS: the process's VmRSS ``idle_s`` after it is ready.
+    """
+    ready_s: list[float] = []
+    rss_mib: list[float] = []
+    for i in range(runs):
+        port, admin = free_port(), free_port()
+        cfg = work / f"signet-start-{i}.yaml"
+        cfg.write_text(signet_config(port, admin, ports["upstream"], ports["token"]))
+        args = [sys.executable, "-m", "proxy", "serve", "--config", str(cfg)]
+        root = Path(os.environ.get("BENCH_SIGNET_ROOT", ROOT))
+        t0 = time.perf_counter()
+        proc = procs.start(f"signet-start-{i}", args, dict(env, PYTHONPATH=str(root)), cwd=root)
+        deadline = t0 + 60
+        while _get_status(admin, "/readyz") != 200:
+            if proc.poll() is not None or time.perf_counter() > deadline:
+                raise RuntimeError(f"signet did not become ready ({proc.returncode})")
+            time.sleep(0.002)
+        ready_s.append(time.perf_counter() - t0)
+        time.sleep(idle_s)
+        status = Path(f"/proc/{proc.pid}/status").read_text()
+        rss_mib.append(int(re.search(r"VmRSS:\s+(\d+)", status).group(1)) / 1024)  # type: ignore[union-attr]
+        procs.stop(proc)
+    return {
+        "runs": runs,
+        "start_to_ready_s": round(_median(ready_s), 3),
+        "start_to_ready_all_s": [round(x, 3) for x in ready_s],
+        "idle_rss_mib": round(_median(rss_mib), 1),
+        "idle_rss_all_mib": [round(x, 1) for x in rss_mib],
+    }
 
 
 def stream_once(curl: str | None, url: str, size: int) -> float:
@@ -551,6 +801,18 @@ def render(results: dict[str, Any]) -> str:
                 lines.append(f"  {k:<18} {v['rps']:>10.0f} req/s  p50 {v['p50_ms']:.2f} ms  p99 {v['p99_ms']:.2f} ms  err {v['errors']}")
             else:
                 lines.append(f"  {k:<34} {v}")
+    if results.get("syscalls"):
+        lines.append("")
+        lines.append("syscalls per proxied request (strace -c -f, 10 keep-alive connections):")
+        for k, v in results["syscalls"].items():
+            top = ", ".join(f"{n} {c}" for n, c in v["top"].items())
+            lines.append(f"  {k:<18} {v['per_request']:>6.2f}  over {v['requests']} requests  ({top})")
+    if results.get("process"):
+        pr = results["process"]
+        lines.append("")
+        lines.append(f"signet process (fresh start, bench config, median of {pr['runs']}):")
+        lines.append(f"  start to ready     {pr['start_to_ready_s']:.3f} s  {pr['start_to_ready_all_s']}")
+        lines.append(f"  idle RSS           {pr['idle_rss_mib']:.1f} MiB  {pr['idle_rss_all_mib']}")
     if results.get("streaming"):
         s = results["streaming"]
         lines.append("")
@@ -569,7 +831,9 @@ def render(results: dict[str, Any]) -> str:
         lines.append("")
         lines.append("targets:")
         for k, v in results["targets"].items():
-            lines.append(f"  {k:<44} {'MET' if v['met'] else 'not met'}  ({v['value']})")
+            verdict = "n/a" if v["met"] is None else "MET" if v["met"] else "not met"
+            note = f"; {v['note']}" if v.get("note") else ""
+            lines.append(f"  {k:<48} {verdict:<8} ({v['value']}{note})")
     return "\n".join(lines)
 
 
@@ -584,6 +848,12 @@ def compute_ratios(http: dict[str, Any], conc: list[int]) -> dict[str, Any]:
 
     r: dict[str, Any] = {
         "signet-none/nginx": _ratio(rps("signet-none"), rps("nginx")),
+        "signet-none/passthrough-raw": _ratio(rps("signet-none"), rps("passthrough-raw")),
+        "signet-none/caddy": _ratio(rps("signet-none"), rps("caddy")),
+        "signet-none/haproxy": _ratio(rps("signet-none"), rps("haproxy")),
+        "caddy/nginx": _ratio(rps("caddy"), rps("nginx")),
+        "haproxy/nginx": _ratio(rps("haproxy"), rps("nginx")),
+        "signet-static/signet-none": _ratio(rps("signet-static"), rps("signet-none")),
         "signet-sign/nginx": _ratio(rps("signet-sign"), rps("nginx")),
         "signet-oauth/nginx": _ratio(rps("signet-oauth"), rps("nginx")),
         "passthrough50/nginx": _ratio(rps("passthrough50"), rps("nginx")),
@@ -597,6 +867,7 @@ def compute_ratios(http: dict[str, Any], conc: list[int]) -> dict[str, Any]:
     a, b = p99("signet-none", lo), p99("passthrough50", lo)
     r[f"p99 c{lo} signet-none - passthrough50 (ms)"] = round(a - b, 3) if a is not None and b is not None else None
     r[f"p99 c{hi} signet-none (ms)"] = p99("signet-none", hi)
+    r[f"p99 c{hi} signet-none/nginx"] = _ratio(p99("signet-none", hi), p99("nginx", hi))
     return r
 
 
@@ -607,9 +878,40 @@ def compute_targets(results: dict[str, Any]) -> dict[str, Any]:
     def add(name: str, value: float | None, ok: bool) -> None:
         t[name] = {"value": value, "met": bool(ok)}
 
-    # issue 10's targets; the headline rows run at the default log level
+    def at_least(name: str, value: float | None, floor: float, note: str = "") -> None:
+        t[name] = {"value": value, "met": None if value is None else value >= floor, "note": note}
+
+    def at_most(name: str, value: float | None, ceiling: float, note: str = "") -> None:
+        t[name] = {"value": value, "met": None if value is None else value <= ceiling, "note": note}
+
+    # issue 18's targets (c50, default log level); a target whose inputs are missing is n/a
+    at_least("signet-none >= 0.60x raw floor", r.get("signet-none/passthrough-raw"), 0.60)
+    at_least("signet-none >= 1.5x caddy", r.get("signet-none/caddy"), 1.5)
+    nginx_rps = results.get("http", {}).get("nginx", {}).get("c50", {}).get("rps")
     v = r.get("signet-none/nginx")
-    add("signet-none >= 0.30x nginx", v, v is not None and v >= 0.30)
+    if nginx_rps is not None and nginx_rps < 60000:
+        t["signet-none >= 0.40x nginx (nginx >= 60k req/s)"] = {
+            "value": v, "met": None, "note": f"nginx at {nginx_rps:.0f} req/s: does not apply",
+        }
+    else:
+        at_least("signet-none >= 0.40x nginx (nginx >= 60k req/s)", v, 0.40)
+    at_least("signet-static >= 0.95x signet-none", r.get("signet-static/signet-none"), 0.95)
+    key = next((k for k in r if k.startswith("p99 c50 signet-none/nginx")), None)
+    at_most("p99 at c50 <= 3x nginx's", r.get(key) if key else None, 3.0)
+    sc = results.get("scaling") or {}
+    at_least("--workers 2 >= 0.40x nginx-2w", sc.get("signet-none-2w/nginx-2w"), 0.40)
+    sy = results.get("syscalls") or {}
+    if "signet" in sy and "nginx" in sy:
+        diff = round(sy["signet"]["per_request"] - sy["nginx"]["per_request"], 2)
+        at_most("syscalls/request <= nginx's + 1", diff, 1.0,
+                f"signet {sy['signet']['per_request']}, nginx {sy['nginx']['per_request']}")
+    else:
+        at_most("syscalls/request <= nginx's + 1", None, 1.0, "strace not run")
+    pr = results.get("process") or {}
+    at_most("idle RSS <= 48 MiB", pr.get("idle_rss_mib"), 48.0)
+    at_most("start to ready <= 0.5 s", pr.get("start_to_ready_s"), 0.5)
+
+    # issue 10's targets; the headline rows run at the default log level
     v = r.get("signet-sign/signet-none")
     add("signet-sign >= 0.97x signet-none", v, v is not None and v >= 0.97)
     v = r.get("signet-oauth/signet-none")
@@ -656,6 +958,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     nginx, wrk, curl = tools["nginx"], tools["wrk"], tools["curl"]
     assert nginx and wrk
+    for name in OPTIONAL_TOOLS:
+        if not tools[name]:
+            print(f"bench: {name} not found: its rows are skipped (Debian: apt-get install {name})", file=sys.stderr)
 
     work = Path(tempfile.mkdtemp(prefix="signet-bench-"))
     procs = Procs(work)
@@ -663,6 +968,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ,
         BENCH_3C_SECRET="bench-3c-" + secrets.token_hex(16),
         BENCH_OAUTH_SECRET="bench-oauth-" + secrets.token_hex(16),
+        BENCH_STATIC_KEY=STATIC_HEADER[1],
         PYTHONPATH=str(ROOT),
     )
     os.environ["BENCH_OAUTH_SECRET"] = env["BENCH_OAUTH_SECRET"]
@@ -673,19 +979,34 @@ def main(argv: list[str] | None = None) -> int:
             "python": sys.version.split()[0], "workdir": str(work),
         }
     }
+    started = time.monotonic()
+
+    def phase(name: str) -> None:  # where a slow (smoke) run spent its time
+        nonlocal started
+        now = time.monotonic()
+        print(f"bench: {name} took {now - started:.1f} s", file=sys.stderr)
+        started = now
+
     try:
         (work / "files").mkdir()
         with open(work / "files" / "big.bin", "wb") as fh:
             fh.truncate(stream_mib * MiB)  # sparse: costs no disk
         ports = {
             "upstream": free_port(), "nginx": free_port(), "token": free_port(), "p50": free_port(),
-            "raw": free_port(),
+            "raw": free_port(), "caddy": free_port(), "haproxy": free_port(),
         }
         start_nginx(procs, nginx, work, "upstream", nginx_upstream_conf(work, ports["upstream"]), ports["upstream"])
-        start_nginx(
+        nginx_peer = start_nginx(
             procs, nginx, work, "nginx",
             nginx_proxy_conf(work, "nginx", ports["nginx"], ports["upstream"], 1), ports["nginx"],
         )
+        peers: dict[str, str] = {}  # name -> URL of the extra peers that are installed
+        if tools["haproxy"]:
+            start_haproxy(procs, tools["haproxy"], work, ports["haproxy"], ports["upstream"])
+            peers["haproxy"] = f"http://127.0.0.1:{ports['haproxy']}/v1/items"
+        if tools["caddy"]:
+            start_caddy(procs, tools["caddy"], work, ports["caddy"], ports["upstream"])
+            peers["caddy"] = f"http://127.0.0.1:{ports['caddy']}/v1/items"
         tok = procs.start("token", [sys.executable, "-c", TOKEN_SERVER, str(ports["token"])], env)
         wait_port(ports["token"], tok)
         p50 = procs.start("passthrough50", [sys.executable, str(HERE / "passthrough50.py"), str(ports["p50"]), f"http://127.0.0.1:{ports['upstream']}"], env)
@@ -699,7 +1020,9 @@ def main(argv: list[str] | None = None) -> int:
         urls = {
             "direct": f"http://127.0.0.1:{up}/v1/items",
             "nginx": f"http://127.0.0.1:{ports['nginx']}/v1/items",
+            **peers,
             "signet-none": f"http://127.0.0.1:{sport}/none/v1/items",
+            "signet-static": f"http://127.0.0.1:{sport}/static/v1/items",
             "signet-sign": f"http://127.0.0.1:{sport}/sign/v1/items",
             "signet-oauth": f"http://127.0.0.1:{sport}/oauth/v1/items",
             "passthrough50": f"http://127.0.0.1:{ports['p50']}/v1/items",
@@ -707,6 +1030,7 @@ def main(argv: list[str] | None = None) -> int:
             "signet-none-nolog": f"http://127.0.0.1:{lport}/none/v1/items",
         }
         # correctness first: every target answers the upstream's body
+        phase("setup")
         results["checked"] = check_answers(urls)
         if not args.smoke:
             for url in urls.values():  # warm pools, token cache, caches
@@ -723,6 +1047,7 @@ def main(argv: list[str] | None = None) -> int:
                     res = run_wrk(wrk, url, c, duration)
                     samples[name][c].append(res)
                     print(f"round {rnd + 1}/{rounds} c{c:<3} {name:<16} {res['rps']:>9.0f} req/s  p99 {res['p99_ms']:.2f} ms", file=sys.stderr)
+        phase("http rows")
         results["http"] = summarise(samples)
         results["ratios"] = compute_ratios(results["http"], conc)
 
@@ -752,11 +1077,30 @@ def main(argv: list[str] | None = None) -> int:
             "signet_rss_growth_mib": round((rss.peak - rss.base) / MiB, 1),
         }
 
+        phase("streaming")
+        # syscalls per proxied request: Signet (default log level) and the nginx peer, each alone
+        if tools["strace"]:
+            n_sys = 400 if args.smoke else 4000
+            results["syscalls"] = {
+                "signet": syscalls_per_request(
+                    tools["strace"], work, "signet", signet.pid, urls["signet-none"], n_sys
+                ),
+                "nginx": syscalls_per_request(
+                    tools["strace"], work, "nginx", nginx_peer.pid, urls["nginx"], n_sys
+                ),
+            }
+
+        phase("syscalls")
+        # a fresh Signet: start to ready, idle RSS
+        results["process"] = start_and_idle(procs, work, env, ports, 1 if args.smoke else 3)
+
+        phase("start and idle")
         # signing cost per scheme
         results["signing"] = sign_microbench(
             ports["token"], 200 if args.smoke else 2000 if args.quick else 20000
         )
 
+        phase("signing")
         # scaling: 2 Signet workers vs nginx with 2 workers (same upstream)
         if not args.no_scaling:
             procs.stop(signet)
@@ -793,6 +1137,7 @@ def main(argv: list[str] | None = None) -> int:
             procs.stop(s2)
             procs.stop(n2)
 
+        phase("scaling")
         results["targets"] = compute_targets(results)
     finally:
         procs.stop_all()

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -26,7 +27,7 @@ from proxy.config import RateLimit, Settings
 from proxy.errors import Forbidden, RateLimited
 from proxy.log import get_logger
 from proxy.metrics import Metrics
-from proxy.policy import ClientPolicy, compile_policies
+from proxy.policy import ClientPolicy, compile_policies, method_overrides
 from proxy.ratelimit import LimitStore, LocalLimitStore, parse_retry_after, retry_after_header
 from proxy.redisurl import describe as describe_redis
 
@@ -116,15 +117,27 @@ class Admission:
 
     # ------------------------------------------------------------ the hooks
 
-    async def admit(self, client: str | None, route: str, method: str, path: str) -> None:
+    async def admit(
+        self,
+        client: str | None,
+        route: str,
+        method: str,
+        path: str,
+        *,
+        headers: Iterable[tuple[str, str]] = (),
+        query: str = "",
+    ) -> None:
         """Return when the request may go upstream; raise Forbidden or RateLimited otherwise.
 
-        ``path`` is the raw path after the route's prefix, as the client sent it.
+        ``path`` is the raw path after the route's prefix, as the client sent it;
+        ``headers`` (every occurrence) and the raw ``query`` are read for method
+        overrides (:func:`proxy.policy.method_overrides`), which a method rule binds too.
         """
         if client is not None:
             policy = self.policies.get(client)
             if policy is not None:
-                why = policy.denial(route, method, path or "/")
+                overrides = method_overrides(headers, query)
+                why = policy.denial(route, method, path or "/", overrides)
                 if why is not None:
                     self.denied(route, client)
                     raise Forbidden(why, route=route)

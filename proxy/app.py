@@ -26,6 +26,7 @@ from proxy.config import Settings, load_config_async
 from proxy.errors import ConfigError, ListenError
 from proxy.forward import ProxyHandler
 from proxy.headers import hide_server_version
+from proxy.listen_tls import ServerTLS
 from proxy.log import REDACTOR, get_logger
 from proxy.metrics import Metrics
 from proxy.refresh import SecretRefresher
@@ -105,6 +106,7 @@ class Signet:
         self.vault = vault_clients or VaultClients()
         self.vault.use_metrics(self.metrics)
         self.refresher: SecretRefresher | None = None
+        self.server_tls: ServerTLS | None = None  # listen_tls: the context, kept in step with its files
 
     # --------------------------------------------------------------- start
 
@@ -122,15 +124,18 @@ class Signet:
             lambda: self.settings, self.apply_refresh, self.vault, self.metrics
         )
         self.refresher.start()
+        if self.server_tls is not None:
+            self.server_tls.start()
         if self.tune_gc:
             tune_gc()
         self.ready = True
         log.info(
             "listening",
             proxy=f"{self.proxy_address[0]}:{self.proxy_address[1]}",
-            admin=f"{self.admin_address[0]}:{self.admin_address[1]}",
+            admin=f"{self.admin_address[0]}:{self.admin_address[1]}" if self.serve_admin else None,
             routes=[r.name for r in self.settings.routes],
             pid=os.getpid(),
+            tls=self.server_tls is not None,
         )
 
     async def _listen(self) -> None:
@@ -143,8 +148,12 @@ class Signet:
         )
         listener = Listener(self.handler, limits)
         host, port = self.settings.listen
+        if self.settings.listen_tls is not None:
+            self.server_tls = ServerTLS(self.settings.listen_tls, on_event=_tls_event)
         try:
-            await listener.start(host, port, self.listen_sock)
+            await listener.start(
+                host, port, self.listen_sock, ssl=self.server_tls.context if self.server_tls else None
+            )
         except OSError as exc:
             raise ListenError("listen", self.settings.listen, os_reason(exc)) from None
         self._listener = listener
@@ -183,7 +192,8 @@ class Signet:
     @property
     def proxy_url(self) -> str:
         host, port = self.proxy_address
-        return f"http://{_url_host(host)}:{port}"
+        scheme = "https" if self.settings.listen_tls is not None else "http"
+        return f"{scheme}://{_url_host(host)}:{port}"
 
     @property
     def admin_url(self) -> str:
@@ -283,11 +293,25 @@ class Signet:
         self.handler.runtime = new
         if self.refresher is not None:
             self.refresher.note_settings(settings)
+        self._retarget_tls(settings)
         if old is not None:
             task = asyncio.create_task(self._retire(old))
             self._retiring.add(task)
             task.add_done_callback(self._retiring.discard)
         return True
+
+    def _retarget_tls(self, settings: Settings) -> None:
+        """A reload may name other certificate files: the same context serves them from now on.
+
+        Turning TLS on or off changes what the socket speaks, which only a restart does.
+        """
+        if self.server_tls is None or settings.listen_tls is None:
+            if (self.server_tls is None) != (settings.listen_tls is None):
+                log.warning(
+                    "listen_tls_restart_needed", message="turning listen_tls on or off needs a restart"
+                )
+            return
+        self.server_tls.retarget(settings.listen_tls)
 
     async def _retire(self, old: Runtime) -> None:
         """Close a replaced runtime once its last request is done."""
@@ -316,6 +340,8 @@ class Signet:
             await self._listener.drain(self.settings.shutdown_grace)
         if self.refresher is not None:
             await self.refresher.stop()
+        if self.server_tls is not None:
+            await self.server_tls.stop()
         for task in list(self._retiring):
             task.cancel()
         if self.runtime is not None:
@@ -364,7 +390,7 @@ async def serve_until_stopped(
     return 0
 
 
-async def _start_site(site: web.TCPSite, setting: str, address: tuple[str, int]) -> None:
+async def _start_site(site: web.BaseSite, setting: str, address: tuple[str, int]) -> None:
     """Bind ``site``; an address in use (or not ours) becomes one ListenError naming ``setting``."""
     try:
         await site.start()
@@ -376,6 +402,14 @@ def _bound(runner: web.BaseRunner) -> tuple[str, int]:
     """The address a runner's only site is bound to (port 0 resolved)."""
     addr = runner.addresses[0]
     return addr[0], addr[1]
+
+
+def _tls_event(event: str, fields: dict[str, Any]) -> None:
+    """A certificate rotation (or a failed attempt) is worth a log line; no key material is in it."""
+    if event.endswith("failed"):
+        log.warning(event, **fields)
+    else:
+        log.info(event, **fields)
 
 
 def _url_host(host: str) -> str:

@@ -13,8 +13,8 @@ import os
 import re
 import sys
 from collections.abc import Sequence
-from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 from proxy.config import (
     Route,
@@ -35,6 +35,8 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 
 def version() -> str:
     """The installed package's version (``pyproject.toml``), not a copy of it."""
+    from importlib import metadata  # only for --version: ~50 ms of every start otherwise
+
     try:
         return metadata.version("signet-proxy")
     except metadata.PackageNotFoundError:  # running from a checkout that was never installed
@@ -59,12 +61,23 @@ def _log_options(
     )
 
 
+class _VersionAction(argparse.Action):
+    """``--version``, looked up only when asked for (argparse's own needs the text up front)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kw: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="show the version and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any) -> None:
+        print(f"signet {version()}")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="signet",
         description="Signet: a local reverse proxy that signs vendor API requests for you.",
     )
-    parser.add_argument("--version", action="version", version=f"signet {version()}")
+    parser.add_argument("--version", action=_VersionAction)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def common(p: argparse.ArgumentParser, *, serving: bool = False) -> None:
@@ -85,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--workers",
         default="1",
-        help="worker processes sharing the port with SO_REUSEPORT (a number, or 'auto' = cores)",
+        help="worker processes accepting on one proxy socket (a number, or 'auto' = cores)",
     )
 
     p = sub.add_parser("check", help="validate the config and print one line per route")
@@ -183,6 +196,9 @@ def cmd_check(args: argparse.Namespace) -> int:
         f"{path}: ok, {count(len(settings.routes), 'route')}, "
         f"listen {_hp(settings.listen)}, admin {_hp(settings.admin_listen)}"
     )
+    if (tls := settings.listen_tls) is not None:
+        clients = "required" if tls.require_client_cert else "optional" if tls.client_ca_file else "not asked"
+        print(f"  listen_tls: {tls.cert_file} (TLS 1.2+), client certificates {clients}")
     for i, r in enumerate(settings.routes):
         body = "buffered" if _needs_body(r) else "streamed"
         print(
@@ -197,8 +213,11 @@ def cmd_check(args: argparse.Namespace) -> int:
         names = ", ".join(c.name for c in settings.clients) or "none (every request is refused)"
         print(f"  inbound clients: {names}")
         for i, c in enumerate(settings.clients):
-            refs = settings.reference_texts.get(f"clients[{i}].token")
-            print(f"      {c.name}.token <- {' '.join(refs) if refs else 'a literal in the config file'}")
+            if c.token is not None:
+                refs = settings.reference_texts.get(f"clients[{i}].token")
+                print(f"      {c.name}.token <- {' '.join(refs) if refs else 'a literal in the config file'}")
+            if c.cert is not None:
+                print(f"      {c.name}.cert: a client certificate with {c.cert.describe()}")
     if refreshable := settings.refreshable():
         vault = sum(1 for k in refreshable if k.startswith("vault:"))
         print(

@@ -37,6 +37,7 @@ from proxy.auth import SCHEMES, SchemeOptions
 from proxy.auth.base import AuthScheme
 from proxy.errors import ConfigError, ConfigProblem
 from proxy.forward_proxy.ca import LocalCA, load_ca, load_ca_cert
+from proxy.listen_tls import CertMatch, ListenTLS, listen_tls_problems
 from proxy.redisurl import redis_url_problem
 from proxy.secret import Secret, reveal, secret_values_in, value_problem
 from proxy.upstream.egress import EgressProxy, parse_proxy_url, proxy_from_env
@@ -278,14 +279,46 @@ class AllowModel(_Model):
     )
 
 
+class ClientCertModel(_Model):
+    """``clients[].cert``: the client certificate that names this client (one of the two)."""
+
+    subject_cn: Text | None = Field(None, description="The certificate's subject common name (CN).")
+    san_uri: Text | None = Field(
+        None, description="A URI subject alternative name of the certificate, e.g. a SPIFFE ID."
+    )
+
+
+class ListenTLSModel(_Model):
+    """``listen_tls``: the proxy listener speaks TLS (see proxy/listen_tls.py)."""
+
+    cert_file: Text = Field(
+        description="PEM certificate chain of the listener; re-read when it changes on disk (no restart)."
+    )
+    key_file: Text = Field(description="PEM private key (unencrypted) matching cert_file; re-read with it.")
+    client_ca_file: Text | None = Field(
+        None, description="PEM CA bundle: ask clients for a certificate and verify it against these CAs."
+    )
+    require_client_cert: bool = Field(
+        False, description="Refuse a TLS session without a valid client certificate (needs client_ca_file)."
+    )
+
+
 class ClientModel(_Model):
     name: Text = Field(
         min_length=1, description="The client's name, used in logs, metrics and policy messages."
     )
-    token: Secret = Field(
+    token: Secret | None = Field(
+        None,
         description=(
             "The token the client sends as 'Proxy-Authorization: Bearer <token>' or 'X-Signet-Token'. Use a "
-            "secret reference."
+            "secret reference. Optional for a client known by its certificate ('cert')."
+        ),
+    )
+    cert: ClientCertModel | None = Field(
+        None,
+        description=(
+            "The client certificate that names this client (needs listen_tls.client_ca_file); with a "
+            "token too, both must match."
         ),
     )
     routes: list[Text] | None = Field(
@@ -473,6 +506,16 @@ class SettingsModel(_Model):
     allow_unauthenticated: bool = Field(
         False, description="Allow a non-loopback 'listen' without 'clients' (only behind a network policy)."
     )
+    listen_tls: ListenTLSModel | None = Field(
+        None, description="Serve the proxy listener over TLS (1.2+); without it the listener is plain HTTP."
+    )
+    allow_plaintext_tokens: bool = Field(
+        False,
+        description=(
+            "Allow client tokens over plain HTTP on a non-loopback 'listen' (a trusted network only); "
+            "without it such a config is refused: use listen_tls."
+        ),
+    )
     defaults: DefaultsModel = Field(
         DefaultsModel(), description="Route settings every route inherits unless it overrides them."
     )
@@ -586,10 +629,11 @@ class AllowRule:
 @dataclass(frozen=True)
 class Client:
     name: str
-    token: Secret
+    token: Secret | None  # None: known by its certificate alone
     routes: frozenset[str] | None  # None: every route (with allow: the routes it names)
     allow: tuple[AllowRule, ...] | None = None
     rate_limit: RateLimit | None = None
+    cert: CertMatch | None = None  # with a token too, both must match
 
 
 @dataclass(frozen=True)
@@ -629,6 +673,8 @@ class Settings:
     # ("${THREECOMMAS_SECRET}"): reference text only, never a value; see route_secret_sources
     reference_texts: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     origin: ConfigOrigin | None = field(default=None, repr=False, compare=False)
+    listen_tls: ListenTLS | None = None
+    allow_plaintext_tokens: bool = False
 
     def refreshable(self) -> list[str]:
         """The references re-read by a secret refresh (files and vault; env is read once)."""
@@ -1162,6 +1208,26 @@ def unsafe_listen(
     )
 
 
+def plaintext_tokens(
+    host: str, clients: Sequence[Client] | None, tls: ListenTLS | None, allowed: bool
+) -> str | None:
+    """Why client tokens would cross the network in clear on ``host``, or None.
+
+    The contract's safe default: with ``clients`` holding tokens, a non-loopback
+    listener must speak TLS, unless ``allow_plaintext_tokens: true`` says the
+    network between the apps and Signet is trusted.
+    """
+    if tls is not None or allowed or is_loopback(host):
+        return None
+    if not any(c.token is not None for c in clients or ()):
+        return None
+    return (
+        f"client tokens would cross the network in clear on {host} (not loopback): "
+        "set 'listen_tls' (cert_file, key_file) so clients connect over TLS, or "
+        "'allow_plaintext_tokens: true' if the network between the apps and Signet is trusted"
+    )
+
+
 def override_listen(
     settings: Settings,
     listen: tuple[str, int] | None = None,
@@ -1175,7 +1241,9 @@ def override_listen(
         listen=listen or settings.listen,
         admin_listen=admin_listen or settings.admin_listen,
     )
-    why = unsafe_listen(new.listen[0], new.clients, new.allow_unauthenticated)
+    why = unsafe_listen(new.listen[0], new.clients, new.allow_unauthenticated) or plaintext_tokens(
+        new.listen[0], new.clients, new.listen_tls, new.allow_plaintext_tokens
+    )
     if why:
         raise ConfigError([ConfigProblem("--listen", why)], settings.source)
     return new
@@ -1188,6 +1256,35 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _listen_tls(model: ListenTLSModel | None, problems: _Problems) -> ListenTLS | None:
+    if model is None:
+        return None
+    tls = ListenTLS(model.cert_file, model.key_file, model.client_ca_file, model.require_client_cert)
+    for name, message in listen_tls_problems(tls):
+        problems.add(("listen_tls", name), message)
+    return tls
+
+
+def _client_cert(
+    c: ClientModel, i: int, tls: ListenTLSModel | None, problems: _Problems
+) -> CertMatch | None:
+    """``clients[i].cert``, checked: one identity field, and a client CA to verify it against."""
+    if c.cert is None:
+        if c.token is None:
+            problems.add(("clients", i), "a client needs a 'token', a 'cert', or both")
+        return None
+    given = [k for k in ("subject_cn", "san_uri") if getattr(c.cert, k)]
+    if len(given) != 1:
+        problems.add(("clients", i, "cert"), "give exactly one of subject_cn or san_uri")
+        return None
+    if tls is None or tls.client_ca_file is None:
+        problems.add(
+            ("clients", i, "cert"),
+            "clients known by certificate need listen_tls with a client_ca_file to verify it against",
+        )
+    return CertMatch(c.cert.subject_cn, c.cert.san_uri)
 
 
 def _build_state(model: StateModel, problems: _Problems, secrets: set[str]) -> StateSettings:
@@ -1684,15 +1781,17 @@ def _build_settings(
                     f"client name {c.name!r} is also used by clients[{seen[c.name]}]",
                 )
             seen.setdefault(c.name, i)
-            tok = c.token.reveal()
-            if len(tok) < 16:
-                problems.add(
-                    ("clients", i, "token"), "token is too short: use at least 16 characters"
-                )
-            if tok in tokens:
-                problems.add(("clients", i, "token"), f"same token as clients[{tokens[tok]}]")
-            tokens.setdefault(tok, i)
-            secrets.add(tok)
+            if c.token is not None:
+                tok = c.token.reveal()
+                if len(tok) < 16:
+                    problems.add(
+                        ("clients", i, "token"), "token is too short: use at least 16 characters"
+                    )
+                if tok in tokens:
+                    problems.add(("clients", i, "token"), f"same token as clients[{tokens[tok]}]")
+                tokens.setdefault(tok, i)
+                secrets.add(tok)
+            cert = _client_cert(c, i, model.listen_tls, problems)
             for j, rn in enumerate(c.routes or []):
                 if rn not in names:
                     hint = _did_you_mean(rn, list(names))
@@ -1708,13 +1807,16 @@ def _build_settings(
             if allow is not None:
                 routes_allowed = frozenset(rule.route for rule in allow)
             built_clients.append(
-                Client(c.name, c.token, routes_allowed, allow, _rate_limit(c.rate_limit))
+                Client(c.name, c.token, routes_allowed, allow, _rate_limit(c.rate_limit), cert)
             )
         clients = tuple(built_clients)
 
     _check_auth_by_client(model, names, problems)
 
     if listen[0] and (why := unsafe_listen(listen[0], model.clients, model.allow_unauthenticated)):
+        problems.add(("listen",), why)
+    listen_tls = _listen_tls(model.listen_tls, problems)
+    if listen[0] and (why := plaintext_tokens(listen[0], clients, listen_tls, model.allow_plaintext_tokens)):
         problems.add(("listen",), why)
 
     for built_route in routes:
@@ -1741,6 +1843,8 @@ def _build_settings(
         secret_values=frozenset(s for s in secrets if s),
         state=state,
         forward_proxy=forward_proxy,
+        listen_tls=listen_tls,
+        allow_plaintext_tokens=model.allow_plaintext_tokens,
     )
 
 

@@ -14,7 +14,6 @@ client's business): what is signed is what is sent.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import random
 import time
@@ -31,12 +30,12 @@ from proxy.errors import (
     Forbidden,
     NoRoute,
     Overloaded,
-    ProxyAuthRequired,
     RequestError,
     SpoolFailed,
 )
 from proxy.exchange import Exchange, prepare
 from proxy.headers import upstream_headers
+from proxy.identity import identify
 from proxy.log import enabled as log_enabled
 from proxy.log import request_line
 from proxy.metrics import Metrics, status_class
@@ -111,7 +110,10 @@ class ProxyHandler:
                     raise Forbidden(
                         f"client {client!r} may not use route {route.name!r}", route=route.name
                     )
-                await runtime.admission.admit(client, route.name, request.method, rest)
+                # rules: headers and query for method overrides (proxy.policy.method_overrides)
+                await runtime.admission.admit(
+                    client, route.name, request.method, rest, headers=request.headers.items(), query=query
+                )
                 if route.in_flight >= route.route.max_in_flight:
                     self.metrics.overloaded.labels(route.name).inc()
                     raise Overloaded(
@@ -200,21 +202,10 @@ class ProxyHandler:
                 presented = token.strip()
         if presented is None:
             presented = request.headers.get(X_SIGNET_TOKEN)
-        if not presented:
-            raise ProxyAuthRequired(
-                "this Signet requires a client token: send 'Proxy-Authorization: Bearer <token>' "
-                "or 'X-Signet-Token: <token>'"
-            )
         # header values are decoded as UTF-8 with surrogateescape: a token with
         # bytes that are not UTF-8 can match no client, so it is an unknown token
-        given = presented.encode("utf-8", "surrogateescape")
-        found = None
-        for client in clients:  # compare against every client: time does not reveal which matched
-            if hmac.compare_digest(given, client.token.reveal().encode()):
-                found = client.name
-        if found is None:
-            raise Forbidden("unknown client token")
-        return found
+        given = presented.encode("utf-8", "surrogateescape") if presented else None
+        return identify(clients, given, request.peer)
 
     @staticmethod
     def _client_may_use(runtime: Runtime, client: str, route: str) -> bool:

@@ -4,6 +4,11 @@ A registry per instance (not the global default) lets tests run several
 proxies in one process and lets a reload keep counting into the same series.
 Labels are route names, status classes, client names and outcomes only:
 never a path, query or header value.
+
+Under ``signet serve --workers N`` each worker writes its samples to the
+supervisor's multiprocess directory (see :mod:`proxy.workers`); every gauge
+names how the workers' values combine there (``multiprocess_mode``, ignored
+by a single process).
 """
 
 from __future__ import annotations
@@ -32,7 +37,11 @@ class Metrics:
             registry=r,
         )
         self.in_flight = Gauge(
-            "signet_in_flight_requests", "Requests being proxied now.", ["route"], registry=r
+            "signet_in_flight_requests",
+            "Requests being proxied now.",
+            ["route"],
+            registry=r,
+            multiprocess_mode="livesum",  # the fleet's in-flight requests
         )
         self.overloaded = Counter(
             "signet_overloaded",
@@ -87,7 +96,10 @@ class Metrics:
             registry=r,
         )
         self.state_up = Gauge(
-            "signet_state_up", "1 while the shared state (Redis) answers, else 0.", registry=r
+            "signet_state_up",
+            "1 while the shared state (Redis) answers, else 0.",
+            registry=r,
+            multiprocess_mode="livemin",  # 0 as soon as one worker cannot reach Redis
         )
         self.config_reloads = Counter(
             "signet_config_reloads",
@@ -113,6 +125,7 @@ class Metrics:
             "Seconds since a route's secrets last changed (or were first loaded).",
             ["route"],
             registry=r,
+            multiprocess_mode="livemax",  # the stalest worker's secrets
         )
         self.secret_last_refresh = Gauge(
             "signet_secret_last_refresh_timestamp_seconds",

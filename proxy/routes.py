@@ -9,18 +9,11 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from typing import Generic, TypeVar
-from urllib.parse import unquote
 
 from proxy.errors import BadRequest
+from proxy.spellings import MAX_DECODE_ROUNDS, TooDeep, views
 
 T = TypeVar("T")
-
-_SEPARATORS = re.compile(r"[/\\]")
-
-
-# Rounds of percent-decoding before a segment is given up on: real clients
-# encode once (twice at most, through a second proxy); deeper nesting is an attack.
-MAX_DECODE_ROUNDS = 8
 
 
 def check_request_target(method: str, raw_target: str) -> tuple[str, str]:
@@ -28,12 +21,11 @@ def check_request_target(method: str, raw_target: str) -> tuple[str, str]:
 
     Refused: CONNECT, absolute-form (``GET http://host/x``), asterisk-form,
     ``#`` anywhere (a signed ``?a=1#b`` would be sent as ``?a=1``), control
-    bytes, bytes that are not UTF-8, and any path with a dot-segment however it
-    is spelled: ``..``, ``%2e%2E``, percent-encoded to any depth (``%2525252e``),
-    hidden behind an encoded slash/backslash (``a%2f..%2fb``) or before a
-    ``;parameter`` (``..;`` - Tomcat, Jetty and Spring drop ``;params`` before
-    they normalise), since an upstream may decode any of those. Raw UTF-8
-    (bytes 0x80-0xFF, as curl sends ``?q=ü``) is accepted and kept as it is.
+    bytes, bytes that are not UTF-8, a NUL byte after decoding (``%00``,
+    ``%2500``, ``%u0000``, overlong ``%c0%80``; path or query), and any path
+    with a dot-segment however it is spelled (:func:`has_dot_segment`), since
+    an upstream may decode any of those. Raw UTF-8 (bytes 0x80-0xFF, as curl
+    sends ``?q=ü``) is accepted and kept as it is.
     """
     if method == "CONNECT":
         raise BadRequest("CONNECT is not supported: Signet is a reverse proxy")
@@ -46,9 +38,19 @@ def check_request_target(method: str, raw_target: str) -> tuple[str, str]:
     elif _CONTROL.search(raw_target):
         raise BadRequest("control characters are not allowed in the request target")
     path, _, query = raw_target.partition("?")
-    if has_dot_segment(path):
-        raise BadRequest("dot-segments ('..' or '.', in any spelling) are not allowed in the path")
+    found = _path_problem(path)
+    if found == _DOT:
+        raise BadRequest(
+            "dot-segments ('..' or '.', in any spelling: encoded, overlong UTF-8, %u, "
+            "full-width, or followed by NUL, tab or space) are not allowed in the path"
+        )
+    if found == _NUL or _has_nul(query):
+        raise BadRequest(_NUL_MESSAGE)
     return path, query
+
+
+_DOT, _NUL = "dot-segment", "NUL"
+_NUL_MESSAGE = "a NUL byte (in any spelling, e.g. %00) is not allowed in the request target"
 
 
 _CONTROL = re.compile(r"[\x00-\x20\x7f]")
@@ -70,35 +72,71 @@ def _check_raw_text(target: str) -> None:
 def has_dot_segment(path: str) -> bool:
     """Whether any segment is '.' or '..' in any spelling (see check_request_target).
 
-    Raises BadRequest when a segment is still changing after
-    ``MAX_DECODE_ROUNDS`` rounds of percent-decoding.
+    Each raw segment is looked at in every spelling an upstream may read
+    (:func:`proxy.spellings.views`: percent-decoded to any depth, ``%uXXXX``,
+    overlong UTF-8, full-width dots through NFKC); within each, parts split at
+    a decoded ``/`` or ``\\``, cut at ``;`` (``..;`` - Tomcat, Jetty and Spring
+    drop ``;params`` before they normalise) and stripped of NUL, whitespace and
+    control characters (``..%00``, ``..%09``, ``..%20``: C-string truncation
+    and servers that trim) are compared with ``.`` and ``..``. Raises
+    BadRequest when a segment is still changing after ``MAX_DECODE_ROUNDS``
+    rounds of decoding.
     """
-    if "." not in path and "%" not in path:
-        return False
+    return _path_problem(path) == _DOT
+
+
+def _path_problem(path: str) -> str | None:
+    """``_DOT`` for a dot-segment, ``_NUL`` for a NUL byte in some reading of the path, or None."""
+    if path.isascii() and "." not in path and "%" not in path:
+        return None
+    nul = False
     for segment in path.split("/"):
-        decoded = segment
-        for _ in range(MAX_DECODE_ROUNDS):
-            if _any_dot_segment(decoded):
-                return True
-            if "%" not in decoded:
-                break
-            nxt = unquote(decoded, errors="surrogateescape")
-            if nxt == decoded:
-                break
-            decoded = nxt
-        else:
-            if _any_dot_segment(decoded):
-                return True
-            if "%" in decoded and unquote(decoded, errors="surrogateescape") != decoded:
-                raise BadRequest(
-                    f"the path is percent-encoded more than {MAX_DECODE_ROUNDS} levels deep"
-                )
-    return False
+        if segment.isascii() and "%" not in segment:
+            if _any_dot_segment(segment):  # as sent is all there is to read
+                return _DOT
+            continue
+        try:
+            for view in views(segment):
+                if _any_dot_segment(view):
+                    return _DOT
+                nul = nul or "\x00" in view
+        except TooDeep:
+            raise BadRequest(
+                f"the path is percent-encoded more than {MAX_DECODE_ROUNDS} levels deep"
+            ) from None
+    return _NUL if nul else None
 
 
-def _any_dot_segment(decoded: str) -> bool:
-    """A dot-segment in one (partly decoded) segment, also before ';' or a decoded slash."""
-    return any(part.partition(";")[0] in (".", "..") for part in _SEPARATORS.split(decoded))
+# trimmed before comparing with '.' and '..': NUL, whitespace, other C0 controls, DEL
+_TRIMMED = "".join(chr(c) for c in range(0x21)) + "\x7f"
+
+
+def _any_dot_segment(view: str) -> bool:
+    """A dot-segment in one view of a segment, also before ';' or a decoded separator."""
+    if "." not in view:
+        return False
+    return any(
+        part.partition(";")[0].strip(_TRIMMED) in (".", "..") for part in _SEPARATORS.split(view)
+    )
+
+
+_SEPARATORS = re.compile(r"[/\\]")
+
+
+def _has_nul(text: str) -> bool:
+    """A NUL byte in some decoding of ``text``.
+
+    Only percent-decoding can make one: the raw text has none (controls are
+    refused first), and neither UTF-8 nor NFKC turns a character into NUL.
+    """
+    if "%" not in text:
+        return False
+    try:
+        return any("\x00" in view for view in views(text))
+    except TooDeep:
+        raise BadRequest(
+            f"the request target is percent-encoded more than {MAX_DECODE_ROUNDS} levels deep"
+        ) from None
 
 
 class PrefixTable(Generic[T]):

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import ssl
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from multidict import istr
 
@@ -24,11 +24,12 @@ from proxy.errors import Forbidden
 from proxy.forward_proxy.mode import Binding, ForwardMode
 from proxy.headers import stripped_names
 from proxy.metrics import Metrics
-from proxy.redislimit import shared_limit_store
 from proxy.routes import PrefixTable
 from proxy.secret import reveal
-from proxy.state import SharedState, shared_state
 from proxy.upstream import Origin, Pool, client_context
+
+if TYPE_CHECKING:  # redis is imported only by a config with state.redis (idle RSS)
+    from proxy.state import SharedState
 
 MAX_IDLE = 30.0  # seconds an idle upstream keep-alive connection is kept
 
@@ -94,10 +95,15 @@ class Runtime:
         self.table: PrefixTable[RouteRuntime] = PrefixTable([])
         self.clients: tuple[Client, ...] | None = settings.clients
         # state.redis: limits and OAuth2 tokens shared by the fleet (connected in start)
-        self.state: SharedState | None = shared_state(settings, metrics, clock)
-        self.admission = build_admission(  # allow rules, rate limits
-            settings, metrics, shared_limit_store(self.state, settings)
-        )
+        self.state: SharedState | None = None
+        store = None
+        if settings.state.redis is not None:
+            from proxy.redislimit import shared_limit_store
+            from proxy.state import shared_state
+
+            self.state = shared_state(settings, metrics, clock)
+            store = shared_limit_store(self.state, settings)
+        self.admission = build_admission(settings, metrics, store)  # allow rules, rate limits
         # forward-proxy mode (CONNECT, absolute-form): route hosts and leaf certificates
         self.forward: ForwardMode | None = None
         if settings.forward_proxy is not None:

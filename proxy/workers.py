@@ -1,28 +1,39 @@
-"""``signet serve --workers N``: N worker processes on one port, one supervisor.
+"""``signet serve --workers N``: one supervisor, one proxy socket, N worker processes.
 
-The supervisor (the process you started) binds nothing that accepts proxy
-traffic. It reserves the ``listen`` address with ``SO_REUSEPORT`` (so
-``127.0.0.1:0`` resolves to one port that every worker then shares), spawns N
-workers (``python -m proxy.workers``), each a complete Signet with its own
-upstream pools, OAuth2 token cache and metrics, listening on that port with
-``SO_REUSEPORT``: the kernel spreads new connections across them.
+The proxy socket is bound and put in listening state once, by the
+supervisor (the process you started), without ``SO_REUSEPORT``: the kernel
+then refuses any other process a bind on that port, so no process of the
+same user can join it and receive clients' requests and tokens. The
+listening socket is inherited by N workers (``python -m proxy.workers``,
+``pass_fds``; its number travels in the worker spec), each a complete Signet
+with its own upstream pools and OAuth2 token cache, all accepting on the one
+socket.
 
 Signals: SIGTERM/SIGINT are forwarded to every worker (each drains its own
-in-flight requests within ``shutdown_grace``); the supervisor exits 0 once all
-have exited 0. SIGHUP is forwarded too: every worker reloads the config
-itself (a bad config is logged by each worker and the old one kept). A worker
-that dies while not draining is started again (at most once per second).
+in-flight requests within ``shutdown_grace``; the supervisor closes its copy
+of the socket first, so the port is released once the last worker has
+stopped); the supervisor exits 0 once all have exited 0. SIGHUP is forwarded
+too: every worker reloads the config itself (a bad config is logged by each
+worker and the old one kept). A worker that dies while not draining is
+started again (at most once per second) on the same socket.
 
-Admin (``admin_listen``) is served by the supervisor:
+Admin (``admin_listen``) is the only admin socket, served by the supervisor;
+workers open no listening socket of their own:
 
 - ``/healthz``: 200 while the supervisor runs;
 - ``/readyz``: 200 when every worker is ready, else 503 (starting, a worker
-  down or not ready, draining);
-- ``/metrics``: every worker's metrics, each sample with a ``worker="<i>"``
-  label (``sum without (worker) (...)`` gives the totals).
+  down, draining). A worker reports ready with one JSON line on its stdout
+  pipe once its listener is up; its exit is seen by the supervisor;
+- ``/metrics``: the fleet's metrics through prometheus-client's
+  multiprocess mode. The supervisor creates a private (0700) directory,
+  hands it to the workers as ``PROMETHEUS_MULTIPROC_DIR`` (read by
+  prometheus-client when it is imported, so before any metric exists), and
+  removes it at exit. Counters and histograms are summed over workers (those
+  of a restarted worker's predecessor included, so totals never go back);
+  gauges say in :mod:`proxy.metrics` how they combine (in-flight requests
+  are summed over live workers). A dead worker's live gauges are dropped
+  (``mark_process_dead``).
 
-Each worker also answers ``/healthz``, ``/readyz`` and ``/metrics`` on an
-ephemeral port of the admin host, logged in its ``worker_listening`` line.
 Worker log lines carry ``worker`` (index) and ``pid``; the supervisor logs
 ``listening`` (proxy address, admin address, worker pids) once all are ready.
 """
@@ -34,18 +45,23 @@ import contextlib
 import dataclasses
 import json
 import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import time
 from typing import Any
 
 from proxy.config import load_config_async, override_listen
 from proxy.errors import ConfigError, ListenError, SignetError
+from proxy.headers import hide_server_version
 from proxy.log import bind_process_fields, configure_logging, get_logger
 from proxy.serving import os_reason, run_async
 
 WORKER_SPEC_ENV = "SIGNET_WORKER_SPEC"
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+LISTEN_BACKLOG = 1024
 START_TIMEOUT = 30.0
 
 log = get_logger("signet.supervisor")
@@ -82,7 +98,6 @@ def run_workers(
 class _Worker:
     index: int
     proc: asyncio.subprocess.Process | None = None
-    admin_url: str = ""
     ready: bool = False
     started_at: float = 0.0
 
@@ -110,7 +125,8 @@ class Supervisor:
         self.draining = False
         self._failed = False
         self._stop = asyncio.Event()
-        self._reserved: socket.socket | None = None
+        self._sock: socket.socket | None = None
+        self._metrics_dir = ""
         self._monitors: set[asyncio.Task[None]] = set()
 
     # ---------------------------------------------------------------- run
@@ -120,10 +136,10 @@ class Supervisor:
         from aiohttp import web
 
         try:
-            self._reserved = _reserve(*self.listen)
+            self._sock = bind_listening(*self.listen)
         except OSError as exc:
             raise ListenError("listen", self.listen, os_reason(exc)) from None
-        host, port = self.listen[0], self._reserved.getsockname()[1]
+        host, port = self.listen[0], self._sock.getsockname()[1]
         self.listen = (host, port)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -133,6 +149,7 @@ class Supervisor:
         try:
             # admin first: a taken admin address fails before any worker starts
             app = web.Application()
+            app.on_response_prepare.append(hide_server_version)
             app.router.add_get("/healthz", self._healthz)
             app.router.add_get("/readyz", self._readyz)
             app.router.add_get("/metrics", self._metrics)
@@ -144,6 +161,8 @@ class Supervisor:
             except OSError as exc:
                 raise ListenError("admin_listen", self.admin, os_reason(exc)) from None
             ahost, aport = runner.addresses[0][:2]
+            self.admin = (self.admin[0], aport)
+            self._metrics_dir = tempfile.mkdtemp(prefix="signet-metrics-")  # mode 0700
             started = await asyncio.gather(
                 *(self._spawn(w) for w in self.workers), return_exceptions=True
             )
@@ -169,20 +188,30 @@ class Supervisor:
             await self._kill_all()
             if runner is not None:
                 await runner.cleanup()
-            if self._reserved is not None:
-                self._reserved.close()
+            self._close_socket()
+            if self._metrics_dir:
+                shutil.rmtree(self._metrics_dir, ignore_errors=True)
+
+    def _close_socket(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
 
     async def _spawn(self, w: _Worker) -> None:
+        assert self._sock is not None
+        fd = self._sock.fileno()
         spec = {
             "index": w.index,
             "workers": self.n,  # local rate limits are split N ways
             "config": self.config_path,
             "listen": list(self.listen),
-            "admin_host": self.admin[0],
+            "listen_fd": fd,
+            "admin": list(self.admin),
             "log_format": self.log_format,
             "log_level": self.log_level,
         }
-        env = dict(os.environ)
+        env = {k: v for k, v in os.environ.items() if k.lower() != MULTIPROC_ENV.lower()}
+        env[MULTIPROC_ENV] = self._metrics_dir
         env[WORKER_SPEC_ENV] = json.dumps(spec)
         w.ready = False
         w.started_at = time.monotonic()
@@ -193,15 +222,15 @@ class Supervisor:
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,  # one JSON line when ready; stderr (logs) inherited
             env=env,
+            pass_fds=(fd,),  # the listening socket, and no other descriptor of ours
         )
         assert w.proc.stdout is not None
         try:
             line = await asyncio.wait_for(w.proc.stdout.readline(), START_TIMEOUT)
         except TimeoutError:
             line = b""
-        if not line:
+        if not line or json.loads(line).get("ready") is not True:
             raise RuntimeError(f"worker {w.index} did not start")
-        w.admin_url = json.loads(line)["admin"]
         w.ready = True
 
     def _watch(self, w: _Worker) -> None:
@@ -215,6 +244,7 @@ class Supervisor:
             assert w.proc is not None
             code = await w.proc.wait()
             w.ready = False
+            self._forget(w.proc.pid)
             if self.draining:
                 return
             log.error("worker_exited", worker=w.index, pid=w.proc.pid, code=code)
@@ -238,8 +268,16 @@ class Supervisor:
                 with contextlib.suppress(ProcessLookupError):
                     w.proc.send_signal(sig)
 
+    def _forget(self, pid: int) -> None:
+        """A worker exited: its live gauges (in-flight requests...) no longer count."""
+        from prometheus_client import multiprocess
+
+        with contextlib.suppress(OSError):
+            multiprocess.mark_process_dead(pid, self._metrics_dir)
+
     async def _shutdown(self) -> int:
         self.draining = True
+        self._close_socket()  # the port is released once the last worker closes its copy
         log.info("draining", workers=self.n, grace_s=self.grace)
         self._signal_all(signal.SIGTERM)
         procs = [w.proc for w in self.workers if w.proc is not None]
@@ -283,61 +321,44 @@ class Supervisor:
         return web.json_response({"status": "ready", "workers": self.n})
 
     async def _metrics(self, request: Any) -> Any:
-        import aiohttp
         from aiohttp import web
 
-        texts: list[tuple[int, str]] = []
-        timeout = aiohttp.ClientTimeout(total=5)
-        async with aiohttp.ClientSession(timeout=timeout) as session:
-
-            async def one(w: _Worker) -> None:
-                if not w.ready:
-                    return
-                with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-                    async with session.get(w.admin_url + "/metrics") as r:
-                        texts.append((w.index, await r.text()))
-
-            await asyncio.gather(*(one(w) for w in self.workers))
+        body = await asyncio.to_thread(collect_metrics, self._metrics_dir)
         return web.Response(
-            body=merge_metrics(sorted(texts)),
-            headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
+            body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"}
         )
 
 
-def merge_metrics(texts: list[tuple[int, str]]) -> bytes:
-    """Prometheus text from several workers as one exposition, each sample labelled worker=i."""
+def collect_metrics(directory: str) -> bytes:
+    """Prometheus text for every worker's samples in ``directory`` (multiprocess mode)."""
     from prometheus_client import CollectorRegistry, generate_latest
-    from prometheus_client.metrics_core import Metric
-    from prometheus_client.parser import text_string_to_metric_families
-    from prometheus_client.samples import Sample
+    from prometheus_client.multiprocess import MultiProcessCollector
 
-    families: dict[str, Metric] = {}
-    for index, text in texts:
-        for fam in text_string_to_metric_families(text):
-            merged = families.get(fam.name)
-            if merged is None:
-                merged = families[fam.name] = Metric(fam.name, fam.documentation, fam.type, fam.unit)
-            for s in fam.samples:
-                labels = {**s.labels, "worker": str(index)}
-                merged.samples.append(Sample(s.name, labels, s.value, s.timestamp, s.exemplar))
-
-    class _Collector:
-        def collect(self) -> Any:
-            return list(families.values())
-
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Collector())
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=directory)
     return generate_latest(registry)
 
 
-def _reserve(host: str, port: int) -> socket.socket:
-    """Bind (not listen) host:port with SO_REUSEPORT: fixes the port every worker then binds."""
+def bind_listening(host: str, port: int) -> socket.socket:
+    """The proxy socket, bound and listening, for the workers to inherit.
+
+    ``SO_REUSEADDR`` (a restart may bind over connections in TIME_WAIT, as
+    asyncio's servers do) but never ``SO_REUSEPORT``: a listening socket
+    without it is the port's only owner, whatever another process asks.
+    """
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     family, socktype, proto, _, addr = infos[0]
     sock = socket.socket(family, socktype, proto)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind(addr)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(addr)
+        sock.listen(LISTEN_BACKLOG)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
     return sock
 
 
@@ -351,6 +372,26 @@ def _die_with_parent() -> None:
 
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+SECRET_AGE_EVERY = 5.0  # seconds
+
+
+def _keep_secret_ages(app: Any) -> None:
+    """Nobody scrapes a worker, so it refreshes its secret-age gauges on a timer instead."""
+
+    async def tick() -> None:
+        while not app.draining:
+            await asyncio.sleep(SECRET_AGE_EVERY)
+            if app.refresher is not None:
+                app.refresher.update_ages()
+
+    task = asyncio.get_running_loop().create_task(tick())
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+
+
+_background: set[asyncio.Task[None]] = set()
 
 
 def worker_main() -> int:
@@ -377,7 +418,8 @@ def worker_main() -> int:
     wlog = get_logger("signet")
     path = spec["config"]
     listen = (spec["listen"][0], int(spec["listen"][1]))
-    admin = (spec["admin_host"], 0)
+    admin = (spec["admin"][0], int(spec["admin"][1]))
+    sock = socket.socket(fileno=int(spec["listen_fd"]))  # the supervisor's listening socket
 
     workers = int(spec.get("workers", 1))
 
@@ -395,18 +437,12 @@ def worker_main() -> int:
     def announce() -> bool:
         if os.getppid() != ppid:  # the supervisor died before prctl took effect
             return False
-        sys.stdout.write(json.dumps({"pid": pid, "admin": app.admin_url}) + "\n")
+        sys.stdout.write(json.dumps({"pid": pid, "ready": True}) + "\n")
         sys.stdout.flush()
+        _keep_secret_ages(app)
         return True
 
-    try:
-        sock = _reserve(*listen)  # as before: each worker joins the port with SO_REUSEPORT
-        sock.listen(1024)
-        sock.setblocking(False)
-    except OSError as exc:
-        wlog.error("worker_start_failed", message=str(ListenError("listen", listen, os_reason(exc))))
-        return 1
-    app = Signet(settings, config_path=path, tune_gc=True, listen_sock=sock)
+    app = Signet(settings, config_path=path, listen_sock=sock, serve_admin=False, tune_gc=True)
     try:
         return run_async(serve_until_stopped(app, load, announce))
     except SignetError as exc:  # e.g. ListenError: one log line, no traceback

@@ -128,7 +128,7 @@ class SignetProcess:
         while time.monotonic() < deadline:
             for event in self.events():
                 if event.get("event") == "listening":
-                    self.proxy_url = "http://" + event["proxy"]
+                    self.proxy_url = ("https://" if event.get("tls") else "http://") + event["proxy"]
                     self.admin_url = "http://" + event["admin"]
                     return self
             if self.proc.poll() is not None:

@@ -17,6 +17,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import trustme
 import yaml
 
 from proxy.config import load_config_text
@@ -55,6 +56,23 @@ def configs(block: str) -> list[str]:
     return [text + "\n" + ROUTE]
 
 
+def _real_listen_tls_files(text: str, tmp_path: Path) -> str:
+    """A listen_tls example names files of a deployed host: made here by trustme, so Signet loads them."""
+    data = yaml.safe_load(re.sub(r"\$\{[^}]*\}", "x", text))
+    tls = data.get("listen_tls") if isinstance(data, dict) else None
+    if not tls:
+        return text
+    ca = trustme.CA()
+    leaf = ca.issue_cert("signet.example")
+    blobs = {"cert_file": leaf.cert_chain_pems[0], "key_file": leaf.private_key_pem, "client_ca_file": ca.cert_pem}
+    for key, blob in blobs.items():
+        if tls.get(key):
+            made = tmp_path / f"listen-{key}.pem"
+            blob.write_to_path(str(made))
+            text = text.replace(f"{key}: {tls[key]}", f"{key}: {made}")
+    return text
+
+
 @pytest.mark.parametrize(("where", "block"), BLOCKS, ids=[where for where, _ in BLOCKS])
 def test_readme_yaml_example_loads(
     where: str, block: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -72,6 +90,7 @@ def test_readme_yaml_example_loads(
             if not cert.exists():
                 write_ca(tmp_path / "ca")
             text = re.sub(r"[^\s,{}]*/ca-key\.pem", str(key), re.sub(r"[^\s,{}]*/ca\.pem", str(cert), text))
+        text = _real_listen_tls_files(text, tmp_path)
         for name in re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", text):
             value = "redis://127.0.0.1:6379/0" if "REDIS" in name else f"readme-{name.lower()}-value"
             env.setdefault(name, value)

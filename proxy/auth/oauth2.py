@@ -19,7 +19,6 @@ from yarl import URL
 from proxy.auth.base import AuthResult, AuthScheme, SchemeContext, SchemeOptions, UpstreamRequest
 from proxy.auth.registry import register
 from proxy.secret import Secret, reveal
-from proxy.sharedtokens import SharedTokenCache
 from proxy.tokens import ClientCredentialsFetcher, TokenManager, TokenRequestSpec
 
 THREEPL_TOKEN_URL = "https://secure-wms.com/AuthServer/api/Token"
@@ -141,22 +140,23 @@ class _BearerTokenScheme(AuthScheme):
             ssl=context.ssl,
             proxy=context.egress,  # token requests leave the way the route's requests do
         )
+        shared = None
+        if context.state is not None:  # Redis (and cryptography) only for a config that uses it
+            from proxy.sharedtokens import SharedTokenCache
+
+            shared = SharedTokenCache(
+                context.state,
+                route=context.route,
+                spec=self.spec,
+                fetch_timeout=context.connect_timeout + context.read_timeout,
+            )
         self.tokens = TokenManager(
             route=context.route,
             key=self.spec.cache_key(context.route),
             fetch=self.fetcher.fetch,
             clock=context.clock,
             metrics=context.metrics,
-            shared=(
-                SharedTokenCache(
-                    context.state,
-                    route=context.route,
-                    spec=self.spec,
-                    fetch_timeout=context.connect_timeout + context.read_timeout,
-                )
-                if context.state is not None
-                else None
-            ),
+            shared=shared,
         )
 
     def _spec(self, options: Any) -> TokenRequestSpec:

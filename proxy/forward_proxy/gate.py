@@ -71,7 +71,7 @@ async def _absolute(request: Request, conn: ProxyConnection, started: float) -> 
     assert runtime.forward is not None
     try:
         binding, _, path_query = runtime.forward.admit_absolute(
-            request.raw_path, request.headers, runtime.clients
+            request.raw_path, request.headers, runtime.clients, request.peer
         )
     except RequestError as exc:
         return _refuse(handler, request, exc, exc.route, None, started)
@@ -86,7 +86,9 @@ async def _connect(request: Request, conn: ProxyConnection, started: float) -> A
     forward = runtime.forward
     assert forward is not None
     try:
-        admitted = forward.admit_connect(request.raw_path, request.headers, runtime.clients)
+        admitted = forward.admit_connect(
+            request.raw_path, request.headers, runtime.clients, request.peer
+        )
     except RequestError as exc:
         return _refuse(handler, request, exc, exc.route, None, started)
     binding = admitted.binding
@@ -135,6 +137,10 @@ async def _intercept(
             server_side=True,
             ssl_handshake_timeout=conn.limits.request_header_timeout,
         )
+    except TypeError:  # the event loop cannot layer TLS over TLS (a listen_tls connection)
+        _failed(binding, route, "intercepting a CONNECT made over listen_tls is not supported")
+        transport.abort()
+        return
     except (ssl.SSLError, ConnectionError, TimeoutError, OSError) as exc:
         _failed(binding, route, _handshake_reason(exc))
         transport.abort()

@@ -12,15 +12,18 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hmac
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from proxy.config import Client, ForwardProxySettings, Route
 from proxy.errors import BadRequest, Forbidden, ProxyAuthRequired
 from proxy.forward_proxy.hosts import HostTable, parse_absolute, parse_authority
 from proxy.forward_proxy.leaf import LeafCertificates
+from proxy.identity import identify
+
+if TYPE_CHECKING:
+    from proxy.listen_tls import PeerIdentity
 
 Headers = Mapping[str, str]  # a case-insensitive multidict in practice
 
@@ -66,7 +69,11 @@ class ForwardMode:
     # ------------------------------------------------------------ admission
 
     def admit_connect(
-        self, target: str, headers: Headers, clients: Sequence[Client] | None
+        self,
+        target: str,
+        headers: Headers,
+        clients: Sequence[Client] | None,
+        peer: PeerIdentity | None = None,
     ) -> ConnectAdmitted:
         """Check a CONNECT: 400 bad target, 407/403 inbound auth, 403 host or port.
 
@@ -74,21 +81,25 @@ class ForwardMode:
         also counts the denial with the other policy refusals.
         """
         host, port = parse_authority(target)
-        client = proxy_client(clients, headers)
+        client = proxy_client(clients, headers, peer)
         route = self.hosts.route_for(host, port)  # Forbidden: a route host on another port
         if route is None and not self.tunnel_other_hosts:
             raise Forbidden(f"{_shown(host)} is the host of no route (forward_proxy.other_hosts: refuse)")
         return ConnectAdmitted(Binding(host, port, client, "connect"), route)
 
     def admit_absolute(
-        self, target: str, headers: Headers, clients: Sequence[Client] | None
+        self,
+        target: str,
+        headers: Headers,
+        clients: Sequence[Client] | None,
+        peer: PeerIdentity | None = None,
     ) -> tuple[Binding, str, str]:
         """Check an absolute-form request: its binding, route name and origin-form path and query.
 
         As for CONNECT, the client's route list is the caller's to check.
         """
         parsed = parse_absolute(target)
-        client = proxy_client(clients, headers)
+        client = proxy_client(clients, headers, peer)
         route = self.hosts.route_for(parsed.host, parsed.port)
         if route is None:
             raise Forbidden(f"{_shown(parsed.host)} is the host of no route")
@@ -118,13 +129,16 @@ def reject_without_forward_proxy(method: str) -> BadRequest:
 # ----------------------------------------------------------- inbound clients
 
 
-def proxy_client(clients: Sequence[Client] | None, headers: Headers) -> str | None:
-    """The client a forward-proxy request authenticates as; 407 without a token, 403 unknown.
+def proxy_client(
+    clients: Sequence[Client] | None, headers: Headers, peer: PeerIdentity | None = None
+) -> str | None:
+    """The client a forward-proxy request authenticates as; 407 without credentials, 403 unknown.
 
     ``Proxy-Authorization: Bearer <token>`` as in the prefix form, or ``Basic``
     with the token as the password: what an SDK sends for
     ``HTTPS_PROXY=http://app:<token>@127.0.0.1:8080`` (the user name is not
-    checked). ``X-Signet-Token`` is accepted too (absolute-form only can carry it).
+    checked). ``X-Signet-Token`` is accepted too. On a ``listen_tls`` listener a
+    client certificate counts as for the prefix form (:func:`proxy.identity.identify`).
     """
     if clients is None:
         return None
@@ -138,19 +152,13 @@ def proxy_client(clients: Sequence[Client] | None, headers: Headers) -> str | No
             presented = _basic_password(credentials.strip())
     if presented is None:
         presented = headers.get("X-Signet-Token")
-    if not presented:
+    given = presented.encode("utf-8", "surrogateescape") if presented else None
+    if given is None and peer is None:
         raise ProxyAuthRequired(
             "this Signet requires a client token: put it in the proxy URL "
             "(HTTPS_PROXY=http://app:<token>@host:port) or send 'Proxy-Authorization: Bearer <token>'"
         )
-    given = presented.encode("utf-8", "surrogateescape")
-    found = None
-    for client in clients:  # compare with every client: the time taken does not tell which matched
-        if hmac.compare_digest(given, client.token.reveal().encode()):
-            found = client.name
-    if found is None:
-        raise Forbidden("unknown client token")
-    return found
+    return identify(clients, given, peer)
 
 
 def _basic_password(credentials: str) -> str | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from ssl import SSLContext
 from typing import Any
 
 from proxy.server.protocol import Handler, ProxyConnection
@@ -26,14 +27,24 @@ class Listener:
     def _protocol(self) -> ProxyConnection:
         return ProxyConnection(self._handler, self._limits, self.connections)
 
-    async def start(self, host: str, port: int, sock: socket.socket | None = None) -> None:
-        """Serve ``sock`` (already bound and listening) or bind ``host:port``; OSError if busy."""
+    async def start(
+        self,
+        host: str,
+        port: int,
+        sock: socket.socket | None = None,
+        ssl: SSLContext | None = None,
+    ) -> None:
+        """Serve ``sock`` (already bound and listening) or bind ``host:port``; OSError if busy.
+
+        ``ssl``: listen_tls's context; the handshake is the event loop's, before a byte reaches
+        the connection, so a client that speaks plain HTTP to it never gets a protocol at all.
+        """
         loop = asyncio.get_running_loop()
         if sock is not None:
-            self._server = await loop.create_server(self._protocol, sock=sock, backlog=1024)
+            self._server = await loop.create_server(self._protocol, sock=sock, backlog=1024, ssl=ssl)
         else:
             self._server = await loop.create_server(
-                self._protocol, host or None, port, backlog=1024, reuse_address=True
+                self._protocol, host or None, port, backlog=1024, reuse_address=True, ssl=ssl
             )
 
     @property

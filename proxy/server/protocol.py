@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 import httptools
 
 from proxy.errors import BadRequest, HeadersTooLarge, RequestError, UriTooLong
+from proxy.listen_tls import PeerIdentity, peer_identity
 from proxy.log import get_logger
 from proxy.server.flow import FlowControl
 from proxy.server.gate import is_proxy_form, serve_proxy_form
@@ -90,6 +91,8 @@ class ProxyConnection(asyncio.Protocol):
         self.flow: FlowControl | None = None
         self._parser = httptools.HttpRequestParser(self)
         self._remote = ""
+        self._peer: PeerIdentity | None = None
+        self._scheme = "http"
         # scanner
         self._scan = _HEAD
         self._tail = b""  # last bytes of a head or chunked body that may start a blank line
@@ -125,6 +128,9 @@ class ProxyConnection(asyncio.Protocol):
         self.flow = FlowControl(self.transport)
         peer = transport.get_extra_info("peername")
         self._remote = str(peer[0]) if isinstance(peer, tuple) and peer else ""
+        # listen_tls: the handshake is done by now, its client certificate (if any) verified
+        self._peer = peer_identity(transport.get_extra_info("peercert"))
+        self._scheme = "https" if transport.get_extra_info("sslcontext") is not None else "http"
         self._connections.add(self)
         self._arm_header_timer()
 
@@ -296,8 +302,9 @@ class ProxyConnection(asyncio.Protocol):
             keep_alive=parser.should_keep_alive(),
             remote=self._remote,
             flow=self.flow,
-            scheme="http" if self.forward is None else "https",
+            scheme=self._scheme if self.forward is None else "https",
             forward=self.forward,
+            peer=self._peer,
         )
         request.responder = Responder(self.transport, self.flow, request)
         self._current = request

@@ -22,6 +22,7 @@ from multidict import CIMultiDict
 
 if TYPE_CHECKING:
     from proxy.forward_proxy.mode import Binding
+    from proxy.listen_tls import PeerIdentity
     from proxy.server.flow import FlowControl
     from proxy.server.respond import Responder
 
@@ -51,6 +52,7 @@ class Request:
         "http11",
         "keep_alive",
         "method",
+        "peer",
         "raw_headers",
         "raw_path",
         "remote",
@@ -72,6 +74,7 @@ class Request:
         flow: FlowControl,
         scheme: str = "http",
         forward: Binding | None = None,
+        peer: PeerIdentity | None = None,
     ) -> None:
         self.method = method
         self.raw_path = raw_path  # the target exactly as sent (UTF-8, surrogateescape)
@@ -83,6 +86,7 @@ class Request:
         self.scheme = scheme
         # forward-proxy mode: the CONNECT (or absolute-form target) this request was sent for
         self.forward = forward
+        self.peer = peer  # the verified client certificate of a listen_tls connection, if any
         self.responder: Responder | None = None  # set by the connection before the pipeline runs
         self._flow = flow
         self._headers: CIMultiDict[str] | None = None

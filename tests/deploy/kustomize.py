@@ -330,7 +330,13 @@ def _legacy_key(obj: dict[str, Any]) -> tuple[int, str, str, str]:
     else:
         rank = len(ORDER_FIRST)
     meta = obj.get("metadata", {})
-    return rank, kind, meta.get("namespace", ""), meta.get("name", "")
+    return rank, _gvk_string(obj), meta.get("namespace", ""), meta.get("name", "")
+
+
+def _gvk_string(obj: dict[str, Any]) -> str:
+    """kustomize's Gvk.String(), its tie-breaker after the kind order: group_version_kind, "~G" for core."""
+    group, _, version = obj.get("apiVersion", "").rpartition("/")
+    return "_".join((group or "~G", version or "~V", obj.get("kind", "") or "~K"))
 
 
 def render_python(directory: Path) -> list[dict[str, Any]]:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trustme
 import yaml
 
 from proxy.auth import SCHEMES as REGISTERED
@@ -60,7 +61,8 @@ def _strings(value: Any):
 def assert_no_secret_values(config: dict[str, Any]) -> None:
     """Every credential is a whole ${...} reference; nothing token-like is inline."""
     for client in config.get("clients") or []:
-        assert REFERENCE.fullmatch(client["token"]), f"client {client['name']}: inline token"
+        if "token" in client or "cert" not in client:  # a client known by certificate holds no token
+            assert REFERENCE.fullmatch(client["token"]), f"client {client['name']}: inline token"
     for route in config.get("routes") or []:
         auth = route.get("auth") or {}
         for key, value in auth.items():
@@ -71,7 +73,10 @@ def assert_no_secret_values(config: dict[str, Any]) -> None:
         for block in ("headers", "vars"):
             for key, value in (auth.get(block) or {}).items():
                 assert not LOOKS_RANDOM.search(REFERENCE.sub("", str(value))), (route, key)
-    for text in _strings(config):
+    # file paths of listen_tls and certificate identities (SPIFFE URIs) are long but public
+    public = {k: v for k, v in config.items() if k not in {"listen_tls", "clients"}}
+    public["clients"] = [{k: v for k, v in c.items() if k != "cert"} for c in config.get("clients") or []]
+    for text in _strings(public):
         assert not LOOKS_RANDOM.search(REFERENCE.sub("", text)), "token-like literal in config"
 
 
@@ -126,6 +131,28 @@ def test_secret_check_catches_inline_secrets() -> None:
         assert_no_secret_values(bad)
 
 
+def stub_listen_tls(text: str, tmp_path: Path) -> str:
+    """The listen_tls files a pod would mount, made by trustme under tmp_path (Signet loads them)."""
+    config = yaml.safe_load(text)
+    tls = config.get("listen_tls")
+    if not tls:
+        return text
+    ca = trustme.CA()
+    leaf = ca.issue_cert("signet.signet.svc")
+    files = {
+        tls["cert_file"]: leaf.cert_chain_pems[0].bytes(),
+        tls["key_file"]: leaf.private_key_pem.bytes(),
+        tls.get("client_ca_file"): ca.cert_pem.bytes(),
+    }
+    for path, data in files.items():
+        if path:
+            stub = tmp_path / path.lstrip("/")
+            stub.parent.mkdir(parents=True, exist_ok=True)
+            stub.write_bytes(data)
+            text = text.replace(f": {path}", f": {stub}")
+    return text
+
+
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.relative_to(REPO).as_posix())
 def test_config_loads_with_signet(path: Path, tmp_path: Path) -> None:
     """`signet check` equivalent, with every ${file:...} stubbed under tmp_path: every
@@ -136,6 +163,7 @@ def test_config_loads_with_signet(path: Path, tmp_path: Path) -> None:
         stub.parent.mkdir(parents=True, exist_ok=True)
         stub.write_text(f"stub-{stub.name}\n")
     text = text.replace("${file:/", "${file:" + str(tmp_path) + "/")
+    text = stub_listen_tls(text, tmp_path)
     # offline: each ${vault:...} is stubbed by a file (the vault block is still validated)
     for n, ref in enumerate(sorted(set(re.findall(r"\$\{vault:[^}]+\}", text)))):
         stub = tmp_path / f"vault-stub-{n}"

@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import trustme
 import yaml
 
 from proxy.auth import SCHEMES
@@ -73,6 +74,17 @@ def test_the_sample_loads_with_every_optional_block(tmp_path: Path) -> None:
     text = text.replace("/var/lib/signet/spool", str(tmp_path))
     cert, key = write_ca(tmp_path / "ca")  # the CA `signet ca init` writes, for forward_proxy
     text = text.replace("/etc/signet/ca-key.pem", str(key)).replace("/etc/signet/ca.pem", str(cert))
+    # listen_tls's files exist on a deployed host only: made here by trustme
+    ca = trustme.CA()
+    leaf = ca.issue_cert("signet.example")
+    for path, blob in (
+        ("/run/tls/tls.crt", leaf.cert_chain_pems[0]),
+        ("/run/tls/tls.key", leaf.private_key_pem),
+        ("/run/tls/clients-ca.crt", ca.cert_pem),
+    ):
+        made = tmp_path / path.rsplit("/", 1)[1]
+        blob.write_to_path(str(made))
+        text = text.replace(path, str(made))
     settings = load_config_text(text, env=_env(text), source=f"{SAMPLE} (every #: line on)")
     assert settings.clients and settings.state.redis is not None
 

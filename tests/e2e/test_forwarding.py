@@ -6,6 +6,7 @@ import asyncio
 import json
 import time
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 import aiohttp
 from hypothesis import HealthCheck, given, settings
@@ -64,9 +65,21 @@ async def test_path_and_query_forwarded_byte_for_byte(
     if any(s in (".", "..") for s in segments):
         return
     target = "/up" + rest + ("?" + query if query else "")
-    status, _, body = await get(app.proxy_url + target)
+    status, headers, body = await get(app.proxy_url + target)
+    if _decodes_to_nul(rest):  # a NUL byte once decoded, at any depth, is refused (contract: 400)
+        assert status == 400 and headers["X-Signet-Error"] == "bad_request", body
+        return
     assert status == 200, body
     assert json.loads(body)["raw_path"] == "/base" + rest + ("?" + query if query else "")
+
+
+def _decodes_to_nul(text: str) -> bool:
+    data = text.encode()
+    for _ in range(10):
+        if b"\x00" in data:
+            return True
+        data = unquote_to_bytes(data)
+    return False
 
 
 async def test_encoded_slash_and_query_order_kept(make_signet: Any, upstream: Any) -> None:

@@ -18,8 +18,11 @@ from __future__ import annotations
 import json
 import os
 import posixpath
+import re
+import unicodedata
+from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import unquote, unquote_to_bytes
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -221,6 +224,159 @@ HEADER_VALUES = mostly(
 )
 BODIES = st.binary(max_size=2048)
 
+# ---- issue 19 (findings 3, 4, 10): rule probes, from a client with allow rules
+
+RULED_TOKEN = secret("hostile-ruled-token-9c8b7a6d5e")
+RULED_METHODS = {"GET", "HEAD"}
+RULED_ALLOW = [{"route": "up", "methods": sorted(RULED_METHODS), "paths": ["/pub/*", "/pub/*/show", "/deep/**"]}]
+HIDDEN_SEPARATORS = [  # a separator in some server's reading, inside what '*' must match
+    "%2F", "%2f", "\\", "%5C", "%5c", "%252F", "%25252f", "%255C", _utf8("\uff0f"), _utf8("\uff3c"),
+    "%EF%BC%8F", "%ef%bc%bc", "%25EF%25BC%258F", "%u002f", "%U005C", "%c0%af", "%%32%46",
+]
+LEGACY_DOTS = [  # dot-segments in the spellings of round 3
+    "..%00", "..%09", "..%20", "..%2500", "..%00;x", "%c0%ae%c0%ae", "%C0%AE", "%e0%80%ae%e0%80%ae",
+    "%u002e%u002e", "%25u002e%25u002e", _utf8("\uff0e\uff0e"), _utf8("\uff0e"), "%EF%BC%8E%EF%BC%8E",
+    "%25EF%25BC%258E%25EF%25BC%258E", "%ef%bc%8e%ef%bc%8e;a=1",
+]
+OVERRIDE_NAMES = [
+    "X-HTTP-Method-Override", "x-http-method-override", "X_HTTP_Method_Override", "X-HTTP-Method",
+    "x_http_method", "X-Method-Override", "X-METHOD-OVERRIDE",
+]
+OVERRIDE_METHODS = ["DELETE", "PUT", "POST", "PATCH", "delete", "GET", "HEAD", "GET, DELETE", "get", "GET", "HEAD, GET"]
+OVERRIDE_QUERIES = [
+    "", "", "?_method=DELETE", "?%5Fmethod=PUT", "?%5fmethod=delete", "?_%6Dethod=PATCH", "?%255Fmethod=POST",
+    "?_method=GET", "?a=1&_method=HEAD", "?_method=GET&_method=DELETE", "?_method=%44ELETE",
+]
+_NAME_TEXT = st.text(st.sampled_from("abcXYZ019-._~%"), max_size=6)
+STAR_SEGMENTS = st.builds(lambda a, sep, b: a + sep + b, _NAME_TEXT, st.sampled_from(HIDDEN_SEPARATORS), _NAME_TEXT)
+RULE_PATHS = st.one_of(
+    st.builds(lambda seg, tail: "/up/pub/" + seg + tail, STAR_SEGMENTS | _NAME_TEXT, st.sampled_from(["", "/show", "/x"])),
+    st.builds(lambda seg: "/up/deep/" + seg + "/z", STAR_SEGMENTS),
+    st.builds(
+        lambda where, dots, tail: where + dots + tail,
+        st.sampled_from(["/up/pub/", "/up/a/", "/up/deep/x/"]),
+        st.sampled_from(LEGACY_DOTS),
+        st.sampled_from(["", "/b", "/show"]),
+    ),
+)
+
+
+@dataclass(frozen=True)
+class RuleProbe:
+    """A request aimed at a rule: its path and query, override headers, and who sends it."""
+
+    target: str
+    headers: tuple[tuple[str, str], ...]
+    ruled: bool  # sent with the ruled client's token (else the fuzzer's, which has no rules)
+
+
+RULE_PROBES = mostly(
+    st.none(),
+    st.builds(
+        RuleProbe,
+        target=st.builds(lambda p, q: p + q, RULE_PATHS, st.sampled_from(OVERRIDE_QUERIES)),
+        headers=st.lists(
+            st.tuples(st.sampled_from(OVERRIDE_NAMES), st.sampled_from(OVERRIDE_METHODS)), max_size=2
+        ).map(tuple),
+        ruled=st.sampled_from([True, True, True, False]),
+    ),
+    50,
+)
+RULES_REACHED = {"hidden_separator": 0, "override_refused": 0, "override_allowed": 0, "legacy_dot": 0}
+
+
+def _decode_round(data: bytes) -> bytes:
+    """The test's own decoder (not Signet's): stdlib percent-decoding plus IIS's %uXXXX."""
+    data = re.sub(rb"%[uU]([0-9A-Fa-f]{4})", lambda m: chr(int(m.group(1), 16)).encode(), data)
+    return unquote_to_bytes(data)
+
+
+def _overlong(data: bytes) -> str:
+    """Two- and three-byte overlong UTF-8 decoded (what a lenient server reads), the rest as UTF-8."""
+    two = re.sub(rb"[\xc0\xc1]([\x80-\xbf])", lambda m: bytes([((m.group(0)[0] & 0x1F) << 6) | (m.group(1)[0] & 0x3F)]), data)
+    three = re.sub(
+        rb"\xe0([\x80-\x9f])([\x80-\xbf])",
+        lambda m: bytes([((m.group(1)[0] & 0x3F) << 6) | (m.group(2)[0] & 0x3F)]) if m.group(1)[0] < 0x82 else m.group(0),
+        two,
+    )
+    return unicodedata.normalize("NFKC", three.decode("utf-8", "replace"))
+
+
+def oracle_readings(piece: str) -> list[str]:
+    """Every reading of a raw piece of a URL, by the test's own decoder, to a fixpoint."""
+    data = piece.encode("utf-8", "surrogateescape")
+    out = [_overlong(data)]
+    for _ in range(12):
+        nxt = _decode_round(_overlong(data).encode("utf-8", "surrogateescape"))
+        if nxt == data:
+            break
+        data = nxt
+        out.append(_overlong(data))
+    return out
+
+
+def oracle_separated(segment: str) -> bool:
+    return any("/" in r or "\\" in r for r in oracle_readings(segment))
+
+
+def oracle_rule_allows_path(path: str) -> bool:
+    """RULED_ALLOW's paths, by hand: /pub/* and /pub/*/show with clean '*', /deep/**."""
+    segments = path.split("/")
+    if len(segments) >= 2 and segments[1] == "deep":
+        return True
+    if segments[1:2] != ["pub"] or len(segments) not in (3, 4) or oracle_separated(segments[2]):
+        return False
+    return len(segments) == 3 or segments[3] == "show"
+
+
+def oracle_methods(method: str, headers: list[tuple[str, str]], query: str) -> set[str]:
+    """The request's method and every override it carries, read by the test's own decoder."""
+    methods = {method}
+    for name, value in headers:
+        if name.strip().lower().replace("_", "-") in ("x-http-method-override", "x-http-method", "x-method-override"):
+            methods |= {v.strip().upper() for v in value.split(",") if v.strip()}
+    for pair in re.split("[&;]", query):
+        name, _, value = pair.partition("=")
+        if any(r.lower() == "_method" for r in oracle_readings(name)):
+            methods |= {r.strip().upper() for r in oracle_readings(value) if r.strip()}
+    return methods
+
+
+def check_rule_held(probe: RuleProbe, sent_method: str, resp_status: int | None, received: list[Any]) -> None:
+    """What a ruled client got forwarded stays inside its rule; counts each kind that reached Signet."""
+    target = probe.target
+    path, _, query = target.partition("?")
+    segments = path.split("/")
+    legacy = any(d in target for d in LEGACY_DOTS)
+    for r in received:
+        forwarded = r.raw_path.partition("?")[0]
+        for segment in forwarded.split("/"):
+            for reading in oracle_readings(segment):
+                for part in re.split(r"[/\\]", reading):
+                    assert part.partition(";")[0].strip("\x00\t\r\n ") not in (".", ".."), r.raw_path
+        if probe.ruled:
+            assert oracle_rule_allows_path(forwarded[len("/base") :]), r.raw_path
+            asked = oracle_methods(r.method, r.headers, r.raw_path.partition("?")[2])
+            assert asked <= RULED_METHODS, (asked, r.head[:300])
+    if legacy and resp_status == 400:
+        RULES_REACHED["legacy_dot"] += 1
+    if not probe.ruled:
+        return
+    star = segments[3] if len(segments) > 3 and segments[2] == "pub" else ""
+    if star and oracle_separated(star) and resp_status == 403:
+        RULES_REACHED["hidden_separator"] += 1
+    asked = oracle_methods(sent_method, list(probe.headers), query) - {sent_method}
+    if asked and not asked <= RULED_METHODS and resp_status == 403:
+        RULES_REACHED["override_refused"] += 1
+    if asked and asked <= RULED_METHODS and sent_method in RULED_METHODS and received:
+        RULES_REACHED["override_allowed"] += 1
+
+
+
+def mostly_get(method: str) -> str:
+    """A probe keeps a random method only now and then: the rule allows GET and HEAD."""
+    return method if method in ("POST", "DELETE") else "GET"
+
 
 def build(method: str, path: str, headers: list[tuple[str, str]], body: bytes, with_token: int) -> bytes:
     lines = [f"{method} {path} HTTP/1.1", "Host: signet"]
@@ -228,6 +384,8 @@ def build(method: str, path: str, headers: list[tuple[str, str]], body: bytes, w
         lines.append(f"Proxy-Authorization: Bearer {CLIENT_TOKEN}")
     elif with_token == 2:
         lines.append(f"X-Signet-Token: {CLIENT_TOKEN}")
+    elif with_token == 3:
+        lines.append(f"Proxy-Authorization: Bearer {RULED_TOKEN}")
     lines += [f"{k}: {v}" for k, v in headers]
     if body and not any(k.lower() in ("content-length", "transfer-encoding") for k, _ in headers):
         lines.append(f"Content-Length: {len(body)}")
@@ -266,6 +424,19 @@ def check_forwarded(raw_path: str, request_line: bytes, data: bytes) -> None:
     assert raw == expected_target(data), (raw, data[:200])  # byte for byte
 
 
+async def send_rule_probe(app: Any, up: RawUpstream, probe: RuleProbe, method: str) -> None:
+    """Send one rule probe; whatever was forwarded must stay inside the rule (:func:`check_rule_held`)."""
+    data = build(method, probe.target, list(probe.headers), b"", 3 if probe.ruled else 1)
+    before = len(up.received)
+    resp = await raw_exchange(app.proxy_address[1], data, timeout=10, linger=0.5)
+    received = up.received[before:]
+    for r in received:
+        check_forwarded(r.raw_path, r.request_line, data)
+    if resp.status is not None and resp.headers.get("x-signet-error") is not None:
+        assert resp.status in CONTRACT and resp.headers["x-signet-error"] in CONTRACT[resp.status], resp.raw[:300]
+    check_rule_held(probe, method, resp.status, received)
+
+
 @settings(
     max_examples=EXAMPLES,
     deadline=None,
@@ -279,6 +450,7 @@ def check_forwarded(raw_path: str, request_line: bytes, data: bytes) -> None:
     body=BODIES,
     with_token=st.sampled_from([0, 1, 1, 2]),
     buffered=st.booleans(),
+    probe=RULE_PROBES,
 )
 async def test_hostile_requests_get_contract_answers_and_stay_in_base_path(
     make_signet: Any,
@@ -289,6 +461,7 @@ async def test_hostile_requests_get_contract_answers_and_stay_in_base_path(
     body: bytes,
     with_token: int,
     buffered: bool,
+    probe: RuleProbe | None,
 ) -> None:
     app = getattr(test_hostile_requests_get_contract_answers_and_stay_in_base_path, "_app", None)
     if app is None or app.draining:
@@ -312,13 +485,19 @@ async def test_hostile_requests_get_contract_answers_and_stay_in_base_path(
         ]
         cfg = config_text(
             routes,
-            clients=[{"name": "fuzzer", "token": "${T}"}],
+            clients=[
+                {"name": "fuzzer", "token": "${T}"},
+                {"name": "ruled", "token": "${R}", "allow": RULED_ALLOW},  # issue 19: rule probes
+            ],
             limits={"body_read_timeout": 2, "request_header_timeout": 5},
         )
-        app = await make_signet(cfg, env={"T": CLIENT_TOKEN, "S": secret("hostile-signing-secret-1f2e3d")})
+        env = {"T": CLIENT_TOKEN, "R": RULED_TOKEN, "S": secret("hostile-signing-secret-1f2e3d")}
+        app = await make_signet(cfg, env=env)
         test_hostile_requests_get_contract_answers_and_stay_in_base_path._app = app  # type: ignore[attr-defined]
         test_hostile_requests_get_contract_answers_and_stay_in_base_path._upstream = upstream  # type: ignore[attr-defined]
     up = test_hostile_requests_get_contract_answers_and_stay_in_base_path._upstream  # type: ignore[attr-defined]
+    if probe is not None:  # issue 19: one more request, aimed at the ruled client's rule
+        await send_rule_probe(app, up, probe, mostly_get(method))
     if buffered and path.startswith("/up/"):
         path = "/up/signed/" + path[4:]
     data = build(method, path, headers, body, with_token)
@@ -380,6 +559,23 @@ def test_report_hostile_count(request: pytest.FixtureRequest) -> None:
         f"\nhostile inputs tried: {TRIED['count']}, forwarded: {TRIED['forwarded']}, statuses: {TRIED['statuses']}"
     )
     assert TRIED["count"] >= EXAMPLES // 2
+
+
+def test_hostile_inputs_reached_each_rule_kind(request: pytest.FixtureRequest) -> None:
+    """Runs after the property test (file order): issue 19's inputs really reached Signet.
+
+    A separator hidden in a ``*`` segment and an override to a method outside
+    the rule were refused (403), an allowed override was forwarded, and a
+    legacy dot-segment spelling was refused (400). Like the count test above,
+    it skips when the property test was deselected or ran in another xdist worker.
+    """
+    prop = test_hostile_requests_get_contract_answers_and_stay_in_base_path.__name__
+    if not any(getattr(item, "originalname", item.name) == prop for item in request.session.items):
+        pytest.skip("the property test was not selected in this session")
+    if TRIED["count"] == 0 and os.environ.get("PYTEST_XDIST_WORKER"):
+        pytest.skip("the property test ran in another xdist worker (its counts are not visible here)")
+    print(f"\nrule probes reached: {RULES_REACHED}")
+    assert all(n > 0 for n in RULES_REACHED.values()), RULES_REACHED
 
 
 def test_hostile_inputs_reached_each_new_kind() -> None:

@@ -150,8 +150,10 @@ def test_non_loopback_without_clients_is_refused_with_reason() -> None:
         assert "clients" in text and "allow_unauthenticated: true" in text
     # the two ways out
     load_config_text(config_text(routes, listen="0.0.0.0:8080", allow_unauthenticated=True), env={})
-    load_config_text(
-        config_text(routes, listen="0.0.0.0:8080", clients=[{"name": "c", "token": "${T}"}]),
+    load_config_text(  # tokens in plain HTTP on a network: only when it is said to be trusted
+        config_text(
+            routes, listen="0.0.0.0:8080", clients=[{"name": "c", "token": "${T}"}], allow_plaintext_tokens=True
+        ),
         env={"T": "a-long-enough-client-token"},
     )
     # loopback needs neither

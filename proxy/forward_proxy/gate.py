@@ -97,6 +97,13 @@ async def _connect(request: Request, conn: ProxyConnection, started: float) -> A
         runtime.admission.denied(route, client)  # counted with the other policy refusals
         denied = Forbidden(f"client {client!r} may not use route {route!r}", route=route)
         return _refuse(handler, request, denied, route, client, started)
+    if route is not None and conn.transport is not None and conn.transport.get_extra_info("sslcontext"):
+        # the event loop cannot layer the client's TLS over this TLS connection (listen_tls)
+        refused = BadRequest(
+            "forward-proxy interception needs a plain-HTTP listener (CONNECT over listen_tls)",
+            route=route,
+        )
+        return _refuse(handler, request, refused, route, client, started)
     # methods, paths and rate limits are checked per request inside the tunnel
     transport, leftover = conn.detach()
     transport.write(ESTABLISHED)

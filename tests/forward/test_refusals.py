@@ -226,3 +226,23 @@ async def test_targets_that_are_not_utf8_get_400_and_a_log_line(
             assert status in (400, 403), (head, data)
             assert json.loads(data)["error"]["code"] in ("bad_request", "forbidden")
         assert "Traceback" not in p.text() and "request_failed" not in p.text()
+
+
+async def test_connect_over_listen_tls_is_refused_before_any_tunnel(
+    forward_signet: Any, vendor: Vendor, vendor_tls: tuple[Any, Path], tmp_path: Path
+) -> None:
+    """TLS cannot be layered over Signet's own TLS connection: 400 naming why, no 200 first."""
+    ca, ca_file = vendor_tls
+    leaf = ca.issue_cert("127.0.0.1")
+    cert, key = tmp_path / "tls.crt", tmp_path / "tls.key"
+    leaf.cert_chain_pems[0].write_to_path(str(cert))
+    leaf.private_key_pem.write_to_path(str(key))
+    p = forward_signet(_routes(vendor), listen_tls={"cert_file": str(cert), "key_file": str(key)})
+    context = ssl.create_default_context(cafile=str(ca_file))
+    reader, writer = await asyncio.open_connection("127.0.0.1", _port(p), ssl=context)
+    writer.write(f"CONNECT {HOST}:443 HTTP/1.1\r\nHost: {HOST}:443\r\n\r\n".encode())
+    status, _, data = await rawclient.read_response(reader)
+    writer.close()
+    assert status == 400
+    error = json.loads(data)["error"]
+    assert error["route"] == "vendor" and "listen_tls" in error["message"]

@@ -284,6 +284,8 @@ class Signet:
         old = self.runtime
         if old is not None:  # a reload or refresh keeps rate-limit state and vendor pauses
             new.admission.carry_over(old.admission)
+            if new.forward is not None and old.forward is not None:
+                new.forward.carry_over(old.forward)  # same CA: the leaves minted so far stay
         REDACTOR.set_static(new.secret_values() | (old.secret_values() if old else set()))
         self.runtime = new
         self.settings = settings

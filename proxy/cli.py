@@ -1,4 +1,4 @@
-"""Command line: ``signet serve | check | sign | demo``.
+"""Command line: ``signet serve | check | sign | ca | demo``.
 
 The top of the import graph: nothing imports this module. What it shares
 with the workers and the demo lives in :mod:`proxy.serving`.
@@ -13,6 +13,7 @@ import os
 import re
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from proxy.config import (
@@ -118,6 +119,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--time", type=float, help="pin the Unix time used for signing (seconds)")
     p.add_argument("--nonce", help="pin the nonce (32 lowercase hex characters)")
 
+    p = sub.add_parser("ca", help="the local CA of forward-proxy mode (init, show)")
+    ca_sub = p.add_subparsers(dest="ca_command", required=True, metavar="ACTION")
+    p = ca_sub.add_parser("init", help="write a new CA: DIR/ca.pem and DIR/ca-key.pem (0600)")
+    p.add_argument("--out", required=True, metavar="DIR", help="directory for ca.pem and ca-key.pem")
+    p.set_defaults(log_format="console", log_level="warning")
+    p = ca_sub.add_parser("show", help="the configured CA: subject, fingerprint, expiry, how to trust it")
+    common(p)
+    p.add_argument("--cert", metavar="FILE", help="show this CA certificate instead of the config's")
+
     p = sub.add_parser("demo", help="mock vendors + proxy, ready for curl")
     p.add_argument(
         "--selftest", action="store_true", help="send requests through every route and exit"
@@ -134,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.log_level is None:  # the demo: a line per request, except in its own selftest
+    if args.log_level is None and args.command == "demo":  # a line per request, but in its selftest
         args.log_level = "warning" if args.selftest else "info"
     configure_logging(args.log_format, args.log_level)
     try:
@@ -144,6 +154,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_check(args)
         if args.command == "sign":
             return cmd_sign(args)
+        if args.command == "ca":
+            return cmd_ca(args)
         if args.command == "demo":
             from proxy.demo import run_demo
 
@@ -217,6 +229,51 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     for line in check_lines(settings):  # policies and rate limits
         print(f"  {line}")
+    if (fp := settings.forward_proxy) is not None:
+        print(
+            f"  forward proxy: CA {fp.ca.subject!r} (sha256 {fp.ca.fingerprint[:23]}..., expires "
+            f"{fp.ca.not_after:%Y-%m-%d}), key from {fp.key_source}, other hosts: {fp.other_hosts}"
+        )
+        for r in settings.routes:
+            if r.hosts:
+                hosts = ", ".join(f"{h}:{p}" for h, p in r.hosts)
+                print(f"      {r.name:<20} hosts {hosts}")
+    return 0
+
+
+# ------------------------------------------------------------------------- ca
+
+
+def cmd_ca(args: argparse.Namespace) -> int:
+    from proxy.forward_proxy import ca
+
+    if args.ca_command == "init":
+        cert_path, key_path = ca.write_ca(args.out)
+        print(f"wrote {cert_path} (the certificate apps trust) and {key_path} (the key, mode 0600)")
+        print("next: add forward_proxy: {ca: {cert_file: ..., key_file: ...}} to the config,")
+        print("      then `signet ca show` says how each kind of app trusts it")
+        return 0
+    if args.cert:
+        try:
+            cert = ca.load_ca_cert(Path(args.cert).read_bytes())
+        except OSError as exc:
+            print(f"signet: cannot read {args.cert!r}: {exc.strerror or exc}", file=sys.stderr)
+            return 1
+        except ValueError as exc:
+            print(f"signet: {args.cert}: {exc}", file=sys.stderr)
+            return 1
+        sys.stdout.write(ca.describe(cert, args.cert))
+        return 0
+    settings, path = _load(args)
+    if settings.forward_proxy is None:
+        print(
+            f"signet: {path} has no forward_proxy block: create a CA with `signet ca init --out DIR` "
+            "and name it under forward_proxy.ca (or pass --cert FILE)",
+            file=sys.stderr,
+        )
+        return 1
+    fp = settings.forward_proxy
+    sys.stdout.write(ca.describe(fp.ca, fp.cert_file))
     return 0
 
 

@@ -38,6 +38,7 @@ from proxy.auth.aws_headers import DEFAULT_CLIENT_AMZ_HEADERS, amz_glob_problem
 from proxy.auth.aws_operations import OPERATION, S3_OPERATIONS
 from proxy.auth.base import AuthScheme
 from proxy.errors import ConfigError, ConfigProblem
+from proxy.forward_proxy.ca import LocalCA, load_ca, load_ca_cert
 from proxy.listen_tls import CertMatch, ListenTLS, listen_tls_problems
 from proxy.redisurl import redis_url_problem
 from proxy.secret import Secret, reveal, secret_values_in, value_problem
@@ -491,6 +492,38 @@ class RouteModel(_Model):
     egress_proxy: TextOrSecret | None = Field(
         None, description="Overrides defaults.egress_proxy for this route (a URL, 'env' or 'none')."
     )
+    hosts: list[Text] | None = Field(
+        None,
+        description=(
+            "Forward-proxy mode: the hosts (host or host:port) a CONNECT or absolute-form request names "
+            "for this route; default the upstream's host, on the upstream's port. [] claims none."
+        ),
+    )
+
+
+class ForwardProxyCAModel(_Model):
+    cert_file: Text = Field(description="The local CA's certificate (PEM), as `signet ca init` writes it.")
+    key_file: Text | None = Field(None, description="Its private key (PEM, mode 0600); or give 'key'.")
+    key: TextOrSecret | None = Field(
+        None,
+        description=(
+            "The key as PEM text from a secret reference (${vault:...}, ${file:...}); the one value that "
+            "may hold newlines. Never logged."
+        ),
+    )
+
+
+class ForwardProxyModel(_Model):
+    ca: ForwardProxyCAModel = Field(description="The local CA that mints a certificate per route host.")
+    other_hosts: Literal["refuse", "tunnel"] = Field(
+        "refuse",
+        description=(
+            "A CONNECT to a host of no route: 'refuse' (403) or 'tunnel' (a blind tunnel, not intercepted)."
+        ),
+    )
+    leaf_cache_size: int = Field(
+        1024, ge=1, description="Most leaf certificates (one per host) kept in memory at once."
+    )
 
 
 class VaultAppRoleModel(_Model):
@@ -605,6 +638,13 @@ class SettingsModel(_Model):
     state: StateModel = Field(
         StateModel(), description="Shared state across processes and replicas (optional)."
     )
+    forward_proxy: ForwardProxyModel | None = Field(
+        None,
+        description=(
+            "Forward-proxy mode: apps keep their vendor URLs and use Signet as HTTPS_PROXY (CONNECT, "
+            "absolute-form); without it both are 400."
+        ),
+    )
 
 
 # ---------------------------------------------------------------- resolved settings
@@ -653,6 +693,8 @@ class Route:
     max_pause: float = 300.0  # seconds a vendor 429 may pause one credential of this route
     # aws-sigv4: the client x-amz-* headers signed and sent (globs); any other is refused
     client_amz_headers: tuple[str, ...] = DEFAULT_CLIENT_AMZ_HEADERS
+    # forward-proxy mode: the (host, port) pairs a CONNECT or absolute-form request names
+    hosts: tuple[tuple[str, int], ...] = ()
 
     @property
     def origin(self) -> str:
@@ -694,6 +736,17 @@ class Client:
 
 
 @dataclass(frozen=True)
+class ForwardProxySettings:
+    """``forward_proxy``: the loaded local CA and what to do with hosts of no route."""
+
+    ca: LocalCA
+    cert_file: str
+    key_source: str  # where the key came from, for `signet check`: a path or a reference text
+    other_hosts: Literal["refuse", "tunnel"] = "refuse"
+    leaf_cache_size: int = 1024
+
+
+@dataclass(frozen=True)
 class StateSettings:
     redis: Secret | None = None  # the URL may carry a password: kept as a Secret
     on_error: Literal["allow", "deny"] = "allow"
@@ -727,6 +780,7 @@ class Settings:
         return [k for k in self.references if ref_kind(k) in ("file", "vault")]
     workers: int = 1  # processes serving this config (--workers); local limits are split N ways
     state: StateSettings = StateSettings()
+    forward_proxy: ForwardProxySettings | None = None
 
     def __repr__(self) -> str:
         names = ", ".join(r.name for r in self.routes)
@@ -886,6 +940,7 @@ def _construct(
 # -------------------------------------------------------------- secret references
 
 _REF = re.compile(r"\$\$\{|\$\{([^}]*)\}")
+PEM_KEY_LOC: Loc = ("forward_proxy", "ca", "key")  # the one value that may hold newlines
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
@@ -999,7 +1054,15 @@ def _resolve_refs(
         return _checked(resolved, match.group(0))
 
     def _checked(resolved: str, reference: str) -> str:
-        """One rule for every secret value (proxy.secret.value_problem); names the reference only."""
+        """One rule for every secret value (proxy.secret.value_problem); names the reference only.
+
+        The CA key (``forward_proxy.ca.key``) is PEM text, never sent in a header:
+        its newlines are its format, so only emptiness is checked there.
+        """
+        if loc == PEM_KEY_LOC:
+            if not resolved.strip():
+                problems.add(loc, f"{reference} is empty", value=True)
+            return resolved
         problem = value_problem(resolved)
         if problem is not None:
             problems.add(loc, f"{reference} {problem}", value=True)
@@ -1839,6 +1902,7 @@ def _build_settings(
             )
             if egress is not None and egress.authorization:
                 secrets.add(egress.authorization.removeprefix("Basic "))
+        hosts = _route_hosts(r, url, loc, model.forward_proxy is not None, problems)
         if built is None or url is None:
             continue
         scheme_cls, options = built
@@ -1872,6 +1936,7 @@ def _build_settings(
                 egress=egress,
                 max_pause=300.0 if r.max_pause is None else r.max_pause,
                 client_amz_headers=amz_headers,
+                hosts=hosts,
             )
         )
 
@@ -1930,6 +1995,10 @@ def _build_settings(
         for _, options in built_route.auth_by_client.values():
             secrets.update(secret_values_in(options))
     state = _build_state(model.state, problems, secrets)
+    forward_proxy = None
+    if model.forward_proxy is not None:
+        _check_host_claims(model, routes, problems)
+        forward_proxy = _build_forward_proxy(model.forward_proxy, problems, secrets)
 
     if problems.items:
         return None
@@ -1944,6 +2013,159 @@ def _build_settings(
         source=source,
         secret_values=frozenset(s for s in secrets if s),
         state=state,
+        forward_proxy=forward_proxy,
         listen_tls=listen_tls,
         allow_plaintext_tokens=model.allow_plaintext_tokens,
     )
+
+
+# ------------------------------------------------------------ forward-proxy mode
+
+_LABEL = r"[a-z0-9_][a-z0-9_-]{0,62}"
+_HOST_NAME = re.compile(rf"(?=.{{1,253}}\Z){_LABEL}(?:\.{_LABEL})*\.?\Z")
+
+
+def parse_route_host(text: str, default_port: int) -> tuple[str, int]:
+    """``host``, ``host:port`` or ``[v6]:port`` -> (lower-case host, port); ValueError says why."""
+    text = text.strip().lower()
+    if "/" in text or "@" in text or "*" in text:
+        raise ValueError("must be a host name, optionally with :port (no scheme, path or wildcard)")
+    host, port = text, default_port
+    if text.startswith("["):
+        inner, sep, rest = text[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            raise ValueError("bad IPv6 literal: write [::1] or [::1]:8443")
+        host, port_text = inner, rest[1:]
+        if rest:
+            port = _port(port_text)
+    elif text.count(":") == 1:
+        host, _, port_text = text.partition(":")
+        port = _port(port_text)
+    try:
+        host = str(ipaddress.ip_address(host))
+    except ValueError:
+        if not _HOST_NAME.match(host):
+            raise ValueError(
+                "must be a host name (letters, digits, '-' and '.'), optionally with :port"
+            ) from None
+        host = host.rstrip(".")
+    return host, port
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise ValueError("the port must be a number from 1 to 65535")
+    return int(text)
+
+
+def _route_hosts(
+    r: RouteModel, url: URL | None, loc: Loc, forward: bool, problems: _Problems
+) -> tuple[tuple[str, int], ...]:
+    """The hosts a route answers as a forward proxy: its ``hosts``, else its upstream's host."""
+    if r.hosts is not None and not forward:
+        problems.add(
+            (*loc, "hosts"),
+            "hosts is used only in forward-proxy mode: add a forward_proxy block (with its CA)",
+        )
+        return ()
+    if url is None:
+        return ()
+    default_port = url.port or (443 if url.scheme == "https" else 80)
+    if r.hosts is None:
+        return ((parse_route_host(url.raw_host or "", default_port)),) if url.raw_host else ()
+    out: list[tuple[str, int]] = []
+    for j, text in enumerate(r.hosts):
+        try:
+            out.append(parse_route_host(text, default_port))
+        except ValueError as exc:
+            problems.add((*loc, "hosts", j), str(exc))
+    return tuple(out)
+
+
+def _check_host_claims(model: SettingsModel, routes: list[Route], problems: _Problems) -> None:
+    """One route per host: a CONNECT must name exactly one route's credentials."""
+    claimed: dict[str, int] = {}
+    by_name = {route.name: route for route in routes}
+    for i, r in enumerate(model.routes):
+        route = by_name.get(r.name or _default_route_name(r.prefix))
+        if route is None:
+            continue
+        for j, (host, _) in enumerate(route.hosts):
+            if host in claimed and claimed[host] != i:
+                where: Loc = ("routes", i, "hosts", j) if r.hosts is not None else ("routes", i, "upstream")
+                how = "" if r.hosts is not None else " (its upstream's host, the default of hosts)"
+                problems.add(
+                    where,
+                    f"host {host!r}{how} is also claimed by routes[{claimed[host]}]: each host "
+                    "belongs to one route in forward-proxy mode; set hosts on one of them "
+                    "(hosts: [] claims none)",
+                )
+            claimed.setdefault(host, i)
+
+
+def _build_forward_proxy(
+    model: ForwardProxyModel, problems: _Problems, secrets: set[str]
+) -> ForwardProxySettings | None:
+    """Load the local CA; reports what `signet check` must: unreadable, mismatch, expired, not a CA."""
+    loc: Loc = ("forward_proxy", "ca")
+    ca = model.ca
+    if (ca.key_file is None) == (ca.key is None):
+        problems.add(
+            loc,
+            "give the CA key as key_file (a path) or as key (PEM text from a secret reference), "
+            + ("not both" if ca.key_file is not None else "one of them is required"),
+        )
+        return None
+    if ca.key is not None and not isinstance(ca.key, Secret):
+        problems.add(
+            (*loc, "key"),
+            "the CA key is a secret: write key: ${vault:MOUNT/PATH#FIELD} or ${file:/path}, "
+            "or use key_file",
+        )
+        return None
+    try:
+        cert_pem = Path(ca.cert_file).read_bytes()
+    except OSError as exc:
+        problems.add(
+            (*loc, "cert_file"),
+            f"cannot read CA certificate {ca.cert_file!r} ({exc.strerror or exc})",
+        )
+        return None
+    if ca.key_file is not None:
+        try:
+            key_pem = Path(ca.key_file).read_bytes()
+        except OSError as exc:
+            problems.add((*loc, "key_file"), f"cannot read CA key {ca.key_file!r} ({exc.strerror or exc})")
+            return None
+        source = ca.key_file
+        key_loc: Loc = (*loc, "key_file")
+    else:
+        assert isinstance(ca.key, Secret)
+        key_pem = ca.key.reveal().encode()
+        source = "a secret reference"
+        key_loc = (*loc, "key")
+    secrets.update(_pem_secrets(key_pem))
+    try:
+        load_ca_cert(cert_pem)
+    except ValueError as exc:
+        problems.add((*loc, "cert_file"), str(exc))
+        return None
+    try:
+        loaded = load_ca(cert_pem, key_pem)  # the certificate is fine: what is left is the key
+    except ValueError as exc:
+        problems.add(key_loc, str(exc))
+        return None
+    return ForwardProxySettings(
+        ca=loaded,
+        cert_file=ca.cert_file,
+        key_source=source,
+        other_hosts=model.other_hosts,
+        leaf_cache_size=model.leaf_cache_size,
+    )
+
+
+def _pem_secrets(pem: bytes) -> set[str]:
+    """The key as text, and each of its base64 lines: a log line must show neither."""
+    text = pem.decode("ascii", "replace")
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("-----")]
+    return {text.strip(), "".join(lines), *(ln for ln in lines if len(ln) >= 16)}

@@ -7,6 +7,7 @@ request pipeline turns any of them into the contract's JSON body and
     SignetError
     ├── ConfigError                  not an HTTP error: ``signet check`` / start-up, exit 1
     ├── ListenError                  not an HTTP error: an address cannot be bound, exit 1
+    ├── CAError                      not an HTTP error: ``signet ca`` cannot write or read the local CA
     └── RequestError                 answered to the client as JSON
         ├── BadRequest               400 bad_request
         ├── Forbidden                403 forbidden
@@ -83,6 +84,10 @@ class ListenError(SignetError):
             f"cannot listen on {shown} ({reason}); change '{setting}' in the config"
             + (f" or pass {flag} HOST:PORT" if flag else "")
         )
+
+
+class CAError(SignetError):
+    """``signet ca init``/``show`` cannot do what was asked (files exist, unreadable, not a CA)."""
 
 
 class RequestError(SignetError):

@@ -96,12 +96,16 @@ class ProxyHandler:
         try:
             try:
                 path, query = check_request_target(request.method, request.raw_path)
-                client = self._authenticate(runtime, request)
-                info.client = client
-                matched = runtime.table.match(path)
-                if matched is None:
-                    raise NoRoute(f"no route matches {_clip(path)}")
-                route, rest = matched
+                if request.forward is None:
+                    client = self._authenticate(runtime, request)
+                    info.client = client
+                    matched = runtime.table.match(path)
+                    if matched is None:
+                        raise NoRoute(f"no route matches {_clip(path)}")
+                    route, rest = matched
+                else:  # forward-proxy mode: the route of the host the client named, the path as it is
+                    client = info.client = request.forward.client
+                    route, rest = runtime.forward_route(request.forward), path
                 info.route = route.name
                 refusal = upgrade_refusal(request, route.name, route.route.websocket)
                 if refusal is not None:
@@ -498,6 +502,10 @@ class ProxyHandler:
                 upstream.close()  # half-read: the connection cannot be reused
 
     # --------------------------------------------------------------- metrics
+
+    def count(self, route: str, status: int, client: str) -> None:
+        """One request in ``signet_requests_total`` (also for CONNECTs, answered by the listener)."""
+        self._count(route, status, client)
 
     def _count(self, route: str, status: int, client: str) -> None:
         key = (route, status_class(status), client)

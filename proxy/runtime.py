@@ -20,6 +20,8 @@ from proxy.admission import build_admission
 from proxy.auth import AuthScheme, SchemeContext
 from proxy.clock import SYSTEM_CLOCK, Clock
 from proxy.config import Client, Route, Settings
+from proxy.errors import Forbidden
+from proxy.forward_proxy.mode import Binding, ForwardMode
 from proxy.headers import stripped_names
 from proxy.metrics import Metrics
 from proxy.routes import PrefixTable
@@ -103,6 +105,11 @@ class Runtime:
             store = shared_limit_store(self.state, settings, clock)
         # allow rules, rate limits
         self.admission = build_admission(settings, metrics, store, clock.monotonic)
+        # forward-proxy mode (CONNECT, absolute-form): route hosts and leaf certificates
+        self.forward: ForwardMode | None = None
+        if settings.forward_proxy is not None:
+            self.forward = ForwardMode(settings.forward_proxy, settings.routes)
+        self.by_name: dict[str, RouteRuntime] = {}
 
     def _pool_for(self, route: Route) -> Pool:
         key = (route.origin, route.tls, route.egress)
@@ -165,6 +172,16 @@ class Runtime:
             raise
         self.routes = built
         self.table = PrefixTable((r.route.prefix, r) for r in built)
+        self.by_name = {r.name: r for r in built}
+
+    def forward_route(self, binding: Binding) -> RouteRuntime:
+        """The route a forward-proxy request goes to now; Forbidden when its host has none."""
+        if self.forward is None:
+            raise Forbidden("forward-proxy mode is off in the current config")
+        route = self.by_name.get(self.forward.route_of(binding))
+        if route is None:
+            raise Forbidden(f"{binding.host} is no longer the host of a route")
+        return route
 
     def secret_values(self) -> set[str]:
         values = set(self.settings.secret_values)
@@ -201,6 +218,8 @@ class Runtime:
             await self.admission.close()
         if self.state is not None:
             await self.state.close()
+        if self.forward is not None:
+            self.forward.close()
 
 
 async def _client_schemes(route: Route, context: SchemeContext) -> dict[str, AuthScheme]:

@@ -21,6 +21,7 @@ import trustme
 import yaml
 
 from proxy.config import load_config_text
+from proxy.forward_proxy.ca import write_ca
 from tests.docs.pages import ROOT, pages
 
 BLOCKS = [
@@ -84,6 +85,11 @@ def test_readme_yaml_example_loads(
         monkeypatch.setenv(name, value)
     for text in configs(block):
         text = re.sub(r"(spool_dir:) *\S+", rf"\1 {tmp_path}", text)
+        if "forward_proxy:" in text:  # the CA files a reader creates with `signet ca init`
+            cert, key = (tmp_path / "ca" / "ca.pem", tmp_path / "ca" / "ca-key.pem")
+            if not cert.exists():
+                write_ca(tmp_path / "ca")
+            text = re.sub(r"[^\s,{}]*/ca-key\.pem", str(key), re.sub(r"[^\s,{}]*/ca\.pem", str(cert), text))
         text = _real_listen_tls_files(text, tmp_path)
         for name in re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", text):
             value = "redis://127.0.0.1:6379/0" if "REDIS" in name else f"readme-{name.lower()}-value"

@@ -1,9 +1,8 @@
 """Two decisions taken before a request reaches the pipeline, each in one function.
 
-- :func:`proxy_form_refusal`: CONNECT and absolute-form (``GET http://host/x``)
-  are forward-proxy requests. Until forward-proxy mode serves them, they are
-  ``400 bad_request`` and the connection closes (a CONNECT would turn it into
-  a tunnel). Forward-proxy mode replaces this function.
+- :func:`serve_proxy_form`: CONNECT and absolute-form (``GET http://host/x``)
+  are forward-proxy requests, served by :mod:`proxy.forward_proxy.gate` (or
+  ``400 bad_request`` without a ``forward_proxy`` block).
 - :func:`upgrade_refusal`: an upgrade request is ``400 bad_request`` naming
   the route option ``websocket: true``, and nothing is forwarded, unless it is
   a WebSocket handshake on a route with that option
@@ -14,9 +13,14 @@
 
 from __future__ import annotations
 
-from proxy.errors import BadRequest, RequestError
+from typing import TYPE_CHECKING, Any
+
+from proxy.errors import RequestError
 from proxy.server.request import Request
 from proxy.websocket import upgrade_refusal as websocket_refusal
+
+if TYPE_CHECKING:
+    from proxy.server.protocol import ProxyConnection
 
 
 def is_proxy_form(request: Request) -> bool:
@@ -24,13 +28,11 @@ def is_proxy_form(request: Request) -> bool:
     return request.method == "CONNECT" or not request.raw_path.startswith("/")
 
 
-def proxy_form_refusal(request: Request) -> RequestError | None:
-    """The answer to a CONNECT or absolute-form request (None: serve it as usual)."""
-    if request.method == "CONNECT":
-        return BadRequest("CONNECT is not supported: Signet is a reverse proxy")
-    if not request.raw_path.startswith("/"):
-        return BadRequest("only origin-form request targets (/path?query) are accepted")
-    return None
+async def serve_proxy_form(request: Request, connection: ProxyConnection) -> Any:
+    """A CONNECT or absolute-form request: forward-proxy mode serves it, or answers 400 without it."""
+    from proxy.forward_proxy.gate import serve  # it builds on the listener's modules
+
+    return await serve(request, connection)
 
 
 def upgrade_refusal(request: Request, route: str, websocket: bool) -> RequestError | None:

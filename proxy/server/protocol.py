@@ -37,7 +37,7 @@ import asyncio
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httptools
 
@@ -45,9 +45,12 @@ from proxy.errors import BadRequest, HeadersTooLarge, RequestError, UriTooLong
 from proxy.listen_tls import PeerIdentity, peer_identity
 from proxy.log import get_logger
 from proxy.server.flow import FlowControl
-from proxy.server.gate import is_proxy_form, proxy_form_refusal
+from proxy.server.gate import is_proxy_form, serve_proxy_form
 from proxy.server.request import Request
 from proxy.server.respond import ErrorAnswer, Responder, error_answer
+
+if TYPE_CHECKING:
+    from proxy.forward_proxy.mode import Binding
 
 log = get_logger("signet.request")
 
@@ -66,8 +69,17 @@ class _Refused(Exception):
 class ProxyConnection(asyncio.Protocol):
     """One client connection (see the module docstring)."""
 
-    def __init__(self, handler: Handler, limits: Any, connections: set[ProxyConnection]) -> None:
+    def __init__(
+        self,
+        handler: Handler,
+        limits: Any,
+        connections: set[ProxyConnection],
+        forward: Binding | None = None,
+    ) -> None:
+        """``forward``: this connection is the inside of a CONNECT tunnel (forward-proxy mode);
+        each of its requests is bound to that CONNECT."""
         self._handler = handler
+        self.forward = forward
         self._limits = limits
         self._max_line = limits.max_url_length
         self._max_head = limits.max_head_bytes
@@ -295,7 +307,8 @@ class ProxyConnection(asyncio.Protocol):
             keep_alive=parser.should_keep_alive(),
             remote=self._remote,
             flow=self.flow,
-            scheme=self._scheme,
+            scheme=self._scheme if self.forward is None else "https",
+            forward=self.forward,
             peer=self._peer,
         )
         request.responder = Responder(self.transport, self.flow, request)
@@ -347,10 +360,8 @@ class ProxyConnection(asyncio.Protocol):
         responder = request.responder
         assert responder is not None
         try:
-            refusal = proxy_form_refusal(request) if is_proxy_form(request) else None
-            if refusal is not None:
-                _log_refusal(refusal, rid := _new_id())
-                result: Any = error_answer(refusal, rid, close=True)
+            if is_proxy_form(request):  # CONNECT, absolute-form: forward-proxy mode decides
+                result: Any = await serve_proxy_form(request, self)
             else:
                 result = await self._handler(request)
             if isinstance(result, ErrorAnswer):
@@ -490,6 +501,19 @@ class ProxyConnection(asyncio.Protocol):
         """The drain's grace is over: cut the connection (its task is cancelled)."""
         if self.transport is not None:
             self.transport.abort()
+
+    @property
+    def handler(self) -> Handler:
+        return self._handler
+
+    @property
+    def limits(self) -> Any:
+        return self._limits
+
+    @property
+    def connections(self) -> set[ProxyConnection]:
+        """The listener's live connections (a tunnel's inner connection joins them)."""
+        return self._connections
 
     def detach(self) -> tuple[asyncio.Transport, bytes]:
         """Give the client's transport to another protocol, e.g. a WebSocket tunnel.

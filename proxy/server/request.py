@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 from multidict import CIMultiDict
 
 if TYPE_CHECKING:
+    from proxy.forward_proxy.mode import Binding
     from proxy.listen_tls import PeerIdentity
     from proxy.server.flow import FlowControl
     from proxy.server.respond import Responder
@@ -49,6 +50,7 @@ class Request:
         "content_length",
         "detach",
         "expect_continue",
+        "forward",
         "http11",
         "keep_alive",
         "method",
@@ -73,6 +75,7 @@ class Request:
         remote: str,
         flow: FlowControl,
         scheme: str = "http",
+        forward: Binding | None = None,
         peer: PeerIdentity | None = None,
     ) -> None:
         self.method = method
@@ -83,6 +86,8 @@ class Request:
         self.keep_alive = keep_alive
         self.remote = remote
         self.scheme = scheme
+        # forward-proxy mode: the CONNECT (or absolute-form target) this request was sent for
+        self.forward = forward
         self.peer = peer  # the verified client certificate of a listen_tls connection, if any
         self.responder: Responder | None = None  # set by the connection before the pipeline runs
         # an upgrade request: takes the connection's transport over (set by the connection)

@@ -24,6 +24,7 @@ from proxy.config import (
     load_config_text,
     route_secret_sources,
 )
+from proxy.forward_proxy.ca import write_ca
 from proxy.secret import Secret
 
 REPO = Path(__file__).resolve().parents[2]
@@ -168,6 +169,11 @@ def test_config_loads_with_signet(path: Path, tmp_path: Path) -> None:
         stub = tmp_path / f"vault-stub-{n}"
         stub.write_text(f"stub-vault-{n}\n")
         text = text.replace(ref, "${file:" + str(stub) + "}")
+    config = yaml.safe_load(text)
+    if "forward_proxy" in config:  # a real CA, as `signet ca init` writes it, stands in for the mounted one
+        ca = config["forward_proxy"]["ca"]
+        cert_file, key_file = write_ca(tmp_path / "signet-ca")
+        text = text.replace(ca["cert_file"], str(cert_file)).replace(ca["key_file"], str(key_file))
     settings = load_config_text(text, env={}, source=str(path))
     for i, route in enumerate(settings.routes):
         literal = [f for f, source in route_secret_sources(settings, i) if not source.startswith("${")]

@@ -22,7 +22,7 @@ from . import kustomize
 
 REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "deploy" / "kubernetes"
-OVERLAYS = ["sidecar", "shared", "sidecar-vault"]
+OVERLAYS = ["sidecar", "shared", "sidecar-vault", "sidecar-forward"]
 K8S_VERSION = "1.30.0"  # oldest version we support; kubernetes-validate bundles its schemas
 
 CONFIG_MOUNT = "/etc/signet"

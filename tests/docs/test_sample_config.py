@@ -18,6 +18,7 @@ import yaml
 from proxy.auth import SCHEMES
 from proxy.config import load_config_text
 from proxy.docgen import options, scheme_options
+from proxy.forward_proxy.ca import write_ca
 from tests.docs.pages import ROOT
 
 SAMPLE = ROOT / "config" / "signet.yaml"
@@ -71,6 +72,8 @@ def test_the_sample_loads_as_it_is() -> None:
 def test_the_sample_loads_with_every_optional_block(tmp_path: Path) -> None:
     text = _uncomment(SAMPLE.read_text(), ("#:",))
     text = text.replace("/var/lib/signet/spool", str(tmp_path))
+    cert, key = write_ca(tmp_path / "ca")  # the CA `signet ca init` writes, for forward_proxy
+    text = text.replace("/etc/signet/ca-key.pem", str(key)).replace("/etc/signet/ca.pem", str(cert))
     # listen_tls's files exist on a deployed host only: made here by trustme
     ca = trustme.CA()
     leaf = ca.issue_cert("signet.example")

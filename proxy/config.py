@@ -27,7 +27,7 @@ import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, ValidationError
@@ -38,7 +38,6 @@ from proxy.auth.aws_headers import DEFAULT_CLIENT_AMZ_HEADERS, amz_glob_problem
 from proxy.auth.aws_operations import OPERATION, S3_OPERATIONS
 from proxy.auth.base import AuthScheme
 from proxy.errors import ConfigError, ConfigProblem
-from proxy.forward_proxy.ca import LocalCA, load_ca, load_ca_cert
 from proxy.listen_tls import CertMatch, ListenTLS, listen_tls_problems
 from proxy.redisurl import redis_url_problem
 from proxy.secret import Secret, reveal, secret_values_in, value_problem
@@ -54,6 +53,9 @@ from proxy.vault import (
     VaultSettings,
     fetch_refs,
 )
+
+if TYPE_CHECKING:  # cryptography is imported only by configs with a forward_proxy block
+    from proxy.forward_proxy.ca import LocalCA
 
 Loc = tuple[str | int, ...]
 
@@ -2145,6 +2147,8 @@ def _build_forward_proxy(
         source = "a secret reference"
         key_loc = (*loc, "key")
     secrets.update(_pem_secrets(key_pem))
+    from proxy.forward_proxy.ca import load_ca, load_ca_cert  # cryptography: forward-proxy configs only
+
     try:
         load_ca_cert(cert_pem)
     except ValueError as exc:

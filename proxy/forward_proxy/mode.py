@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Literal
 from proxy.config import Client, ForwardProxySettings, Route
 from proxy.errors import BadRequest, Forbidden, ProxyAuthRequired
 from proxy.forward_proxy.hosts import HostTable, parse_absolute, parse_authority
-from proxy.forward_proxy.leaf import LeafCertificates
 from proxy.identity import identify
 
 if TYPE_CHECKING:
@@ -52,6 +51,8 @@ class ForwardMode:
     def __init__(self, settings: ForwardProxySettings, routes: Sequence[Route]) -> None:
         self.settings = settings
         self.hosts = HostTable((r.name, host, port) for r in routes for host, port in r.hosts)
+        from proxy.forward_proxy.leaf import LeafCertificates  # cryptography: forward-proxy mode only
+
         self.leaves = LeafCertificates(settings.ca, maxsize=settings.leaf_cache_size)
 
     @property

@@ -7,9 +7,11 @@ so after the first few bodies the next ones come from the heap, and a burst
 of stalled uploads left the process hundreds of MiB larger after they closed
 (trust round 3, finding 7). Two remedies, both cheap:
 
-- :func:`tune` fixes the mmap threshold at 128 KiB (setting it turns the
-  dynamic adjustment off), so body buffers and read chunks over it are always
-  their own mappings;
+- :func:`tune` fixes the mmap threshold at 1 MiB (setting it turns the
+  dynamic adjustment off), so a large body buffer is its own mapping. Not
+  lower: socket reads are up to 256 KiB, and a threshold under that made
+  every read of a streamed response an mmap/munmap pair (streaming fell from
+  1.15 to 0.7 GB/s in bench/run.py);
 - :func:`trim` (``malloc_trim(0)``) returns free heap pages after a burst;
   :class:`proxy.uploads.MemoryBudget` calls it when buffered bodies drop to
   nothing after holding many MiB.
@@ -23,7 +25,7 @@ from typing import Any
 
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
-MMAP_THRESHOLD = 128 * 1024
+MMAP_THRESHOLD = 1024 * 1024
 TRIM_THRESHOLD = 1024 * 1024
 
 _libc: Any = None

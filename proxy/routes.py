@@ -59,7 +59,7 @@ _CONTROL = re.compile(r"[\x00-\x20\x7f]")
 def _check_raw_text(target: str) -> None:
     """Non-ASCII in a target: raw UTF-8 is fine; invalid UTF-8 and controls are not.
 
-    aiohttp decodes the request line as UTF-8 with ``surrogateescape``, so a
+    The listener (proxy/server) decodes the target as UTF-8 with ``surrogateescape``, so a
     byte that is not part of valid UTF-8 shows up as a lone surrogate.
     """
     for ch in target:

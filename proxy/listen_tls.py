@@ -30,6 +30,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from proxy.upstream.tls import load_cert_pair
+
 # How often the certificate files are looked at: two stat calls, cheap enough
 # that a rotated certificate is served within a second or two.
 CHECK_INTERVAL = 1.0
@@ -129,12 +131,9 @@ def certificate_expiry(path: str) -> datetime.datetime | None:
 
 
 def _ssl_words(exc: ssl.SSLError) -> str:
-    return str(exc.reason or exc.__class__.__name__).lower().replace("_", " ")
-
-
-def _never_prompt(*_: Any) -> str:
-    """An encrypted key is a config error, never a prompt on the tty."""
-    raise ValueError("the key is encrypted; give Signet an unencrypted key file")
+    if exc.reason is None:  # OpenSSL names no reason for a key it could not decrypt
+        return "an encrypted key, or not a PEM key: give Signet an unencrypted PEM key"
+    return str(exc.reason).lower().replace("_", " ")
 
 
 def build_context(tls: ListenTLS) -> ssl.SSLContext:
@@ -142,7 +141,7 @@ def build_context(tls: ListenTLS) -> ssl.SSLContext:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.set_alpn_protocols(["http/1.1"])
-    ctx.load_cert_chain(tls.cert_file, tls.key_file, password=_never_prompt)
+    load_cert_pair(ctx, tls.cert_file, tls.key_file)
     if tls.client_ca_file is not None:
         ctx.load_verify_locations(cafile=tls.client_ca_file)
         ctx.verify_mode = ssl.CERT_REQUIRED if tls.require_client_cert else ssl.CERT_OPTIONAL
@@ -210,7 +209,7 @@ class ServerTLS:
         if stamp == self._stamp:
             return False
         try:
-            self.context.load_cert_chain(self.tls.cert_file, self.tls.key_file, password=_never_prompt)
+            load_cert_pair(self.context, self.tls.cert_file, self.tls.key_file)
         except (ssl.SSLError, OSError, ValueError) as exc:
             # mid-rotation (certificate swapped, key not yet) or a bad file: keep serving the
             # old pair, try again at the next check; the stamp is not taken, so it is retried

@@ -32,6 +32,11 @@ def client_context(
 
 def load_client_cert(context: ssl.SSLContext, cert_file: str, key_file: str | None) -> None:
     """Load a client certificate; an encrypted key fails instead of prompting on a terminal."""
+    load_cert_pair(context, cert_file, key_file)
+
+
+def load_cert_pair(context: ssl.SSLContext, cert_file: str, key_file: str | None) -> None:
+    """A certificate chain and its key, client or server side: never a password prompt on the tty."""
     context.load_cert_chain(cert_file, key_file, password=_no_password)
 
 
